@@ -1,0 +1,29 @@
+"""Alembic environment: the database comes from the settings object."""
+
+from __future__ import annotations
+
+from logging.config import fileConfig
+
+from alembic import context
+from sqlalchemy import create_engine, pool
+
+from service.models import Base
+from service.settings import Settings
+
+config = context.config
+if config.config_file_name is not None:
+    fileConfig(config.config_file_name, disable_existing_loggers=False)
+
+
+def run_migrations_online() -> None:
+    url = config.attributes.get("database_url") or Settings().database_url
+    engine = create_engine(url, poolclass=pool.NullPool)
+    with engine.connect() as connection:
+        context.configure(connection=connection, target_metadata=Base.metadata)
+        with context.begin_transaction():
+            # Two migrators started at once (replicas, a re-run) take turns.
+            connection.exec_driver_sql("SELECT pg_advisory_xact_lock(74656163)")
+            context.run_migrations()
+
+
+run_migrations_online()

@@ -1,0 +1,1 @@
+"""Sluice: a FastAPI service that stays fast and loses nothing under overload."""

@@ -1,0 +1,61 @@
+"""Request-scoped dependencies: one Session per request, shared by all.
+
+FastAPI caches a dependency per request, so every dependency that asks for
+`SessionDep` (the current user included) gets the same Session, and objects
+one returns stay attached for the endpoint. The Session checks out a
+connection only when first used and is always closed at the end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import OAuth2PasswordBearer
+from sqlalchemy.orm import Session
+
+from service.db import DEADLINE_KEY
+from service.errors import Forbidden, Unauthorized
+from service.models import User
+from service.security import decode_access_token
+from service.settings import Settings
+
+oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/v1/login/access-token", auto_error=False)
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    session: Session = request.app.state.session_factory()
+    deadline = getattr(request.state, "deadline", None)
+    if deadline is not None:
+        session.info[DEADLINE_KEY] = deadline
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+SessionDep = Annotated[Session, Depends(get_session)]
+TokenDep = Annotated[str | None, Depends(oauth2_scheme)]
+
+
+def get_current_user(session: SessionDep, token: TokenDep, settings: SettingsDep) -> User:
+    if not token:
+        raise Unauthorized(
+            "Not authenticated; send a bearer token from /api/v1/login/access-token."
+        )
+    user = session.get(User, decode_access_token(token, settings=settings))
+    if user is None:
+        raise Unauthorized()
+    if not user.is_active:
+        raise Forbidden("Inactive user.")
+    return user
+
+
+CurrentUser = Annotated[User, Depends(get_current_user)]

@@ -1,0 +1,87 @@
+"""Sluice's exceptions: each carries its status, a reason and what to do next."""
+
+from __future__ import annotations
+
+
+class SluiceError(Exception):
+    status_code = 500
+    reason = "internal_error"
+    detail = "Internal error; the request was not applied. Retry later."
+    retry_after: int | None = None
+
+    def __init__(self, detail: str | None = None) -> None:
+        super().__init__(detail or self.detail)
+        if detail is not None:
+            self.detail = detail
+
+
+class NotFound(SluiceError):
+    status_code = 404
+    reason = "not_found"
+    detail = "Not found."
+
+
+class Unauthorized(SluiceError):
+    status_code = 401
+    reason = "unauthorized"
+    detail = "Could not validate credentials."
+
+
+class Forbidden(SluiceError):
+    status_code = 403
+    reason = "forbidden"
+    detail = "Not enough privileges."
+
+
+class Conflict(SluiceError):
+    status_code = 409
+    reason = "conflict"
+    detail = "Conflict."
+
+
+class IdempotencyMismatch(SluiceError):
+    status_code = 422
+    reason = "idempotency_key_reused"
+    detail = (
+        "This Idempotency-Key was already used with a different request; "
+        "use a new key for a new request."
+    )
+
+
+class Overloaded(SluiceError):
+    """Not applied, and safe to retry after Retry-After. `layer` says who refused."""
+
+    status_code = 503
+    reason = "overloaded"
+    detail = "Service overloaded; the request was not applied. Retry after the Retry-After delay."
+    layer = "app"
+    retry_after = 1
+
+
+class DeadlineExceeded(Overloaded):
+    reason = "deadline_exceeded"
+    detail = "The request ran out of time before it could be applied. Retry later."
+
+
+class StatementTimeout(Overloaded):
+    layer = "db"
+    reason = "statement_timeout"
+    detail = "The database did not answer within the request's deadline; retry later."
+
+
+class PoolTimeout(Overloaded):
+    layer = "pool"
+    reason = "db_pool_timeout"
+    detail = "No database connection became free in time; retry later."
+
+
+class PgBouncerWaitTimeout(Overloaded):
+    layer = "pgbouncer"
+    reason = "pgbouncer_wait_timeout"
+    detail = "PgBouncer had no server connection free in time; retry later."
+
+
+class DatabaseUnavailable(Overloaded):
+    layer = "db"
+    reason = "db_unavailable"
+    detail = "The database is unavailable; the request was not applied. Retry later."

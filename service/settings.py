@@ -1,0 +1,171 @@
+"""The one settings object: read from the environment (and Docker secrets) once.
+
+Components receive `Settings` or its fields; nothing else reads `os.environ`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from functools import cached_property, lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from service.sizing import Sizing, SizingInputs, check, derive
+
+DEFAULT_SECRET = "changethis"
+DEFAULT_DB_PASSWORDS = frozenset({"", "changethis", "postgres", "password", "sluice"})
+_SECRETS_DIR = Path("/run/secrets")
+
+
+def _alias(name: str) -> AliasChoices:
+    """Accept both SLUICE_X and the bare name the config templates use."""
+    return AliasChoices(f"SLUICE_{name}", name)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="SLUICE_",
+        env_file=None,
+        extra="ignore",
+        secrets_dir=str(_SECRETS_DIR) if _SECRETS_DIR.is_dir() else None,
+        frozen=True,
+    )
+
+    environment: Literal["local", "test", "staging", "production"] = "local"
+    secret_key: SecretStr = SecretStr(DEFAULT_SECRET)
+    access_token_expire_minutes: int = Field(default=60 * 24, ge=1)
+    jwt_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
+
+    # The app talks to PgBouncer; migrations may point these at PostgreSQL.
+    db_host: str = "127.0.0.1"
+    db_port: int = 6432
+    db_user: str = "sluice"
+    db_password: SecretStr = SecretStr("sluice")
+    db_name: str = "sluice"
+
+    # Sizing inputs (docs/sizing.md).
+    cpu_cores: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
+    db_connection_budget: int = Field(default=8, ge=1)
+    target_latency_ms: int = Field(default=250, ge=1)
+    request_deadline_ms: int = Field(default=5000, ge=1)
+    service_time_ms: float = Field(default=5.0, gt=0)
+    replicas: int = Field(default=1, ge=1)
+
+    # Explicit overrides of derived limits; unset means "derive".
+    workers: int | None = Field(default=None, ge=1)
+    threadpool_tokens: int | None = Field(default=None, ge=1)
+    max_in_flight: int | None = Field(default=None, ge=1)
+    queue_length: int | None = Field(default=None, ge=0)
+    queue_wait_ms: int | None = Field(default=None, ge=1)
+    db_pool_size: int | None = Field(default=None, ge=1)
+    db_max_overflow: int | None = Field(default=None, ge=0)
+    db_pool_timeout_s: float | None = Field(default=None, gt=0)
+    backlog: int | None = Field(default=None, ge=1)
+    pgbouncer_max_client_conn: int | None = Field(
+        default=None, ge=1, validation_alias=_alias("PGBOUNCER_MAX_CLIENT_CONN")
+    )
+    pgbouncer_default_pool_size: int | None = Field(
+        default=None, ge=1, validation_alias=_alias("PGBOUNCER_DEFAULT_POOL_SIZE")
+    )
+    postgres_max_connections: int | None = Field(
+        default=None, ge=1, validation_alias=_alias("POSTGRES_MAX_CONNECTIONS")
+    )
+
+    admission_discipline: Literal["fifo", "lifo"] = "fifo"
+    retry_after_s: int = Field(default=1, ge=1)
+
+    # Gunicorn and metrics.
+    bind_host: str = "127.0.0.1"
+    bind_port: int = 8000
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 9200
+    metrics_multiproc_dir: Path = Path("/tmp/sluice-metrics")
+    graceful_timeout_s: int = Field(default=20, ge=1)
+    worker_timeout_s: int = Field(default=30, ge=1)
+    keepalive_s: int = Field(default=75, ge=1)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @model_validator(mode="after")
+    def _refuse_defaults_outside_development(self) -> Settings:
+        if self.environment in ("local", "test"):
+            return self
+        secret = self.secret_key.get_secret_value()
+        if secret == DEFAULT_SECRET or len(secret) < 32:
+            raise ValueError(
+                f"SLUICE_SECRET_KEY is the default or shorter than 32 characters while "
+                f"SLUICE_ENVIRONMENT={self.environment}; generate one with "
+                "`python -c 'import secrets; print(secrets.token_urlsafe(48))'`"
+            )
+        if self.db_password.get_secret_value() in DEFAULT_DB_PASSWORDS:
+            raise ValueError(
+                f"SLUICE_DB_PASSWORD is a default password while "
+                f"SLUICE_ENVIRONMENT={self.environment}; set a strong one"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _limits_are_consistent(self) -> Settings:
+        limits = self.limits
+        check(
+            workers=limits.workers,
+            replicas=limits.replicas,
+            max_in_flight=limits.max_in_flight,
+            threadpool_tokens=limits.threadpool_tokens,
+            pool_size=limits.pool_size,
+            max_overflow=limits.max_overflow,
+            pgbouncer_max_client_conn=limits.pgbouncer_max_client_conn,
+            pgbouncer_default_pool_size=limits.pgbouncer_default_pool_size,
+            pg_max_connections=limits.pg_max_connections,
+        )
+        return self
+
+    @cached_property
+    def limits(self) -> Sizing:
+        """Derived limits with any explicit override applied."""
+        derived = derive(
+            SizingInputs(
+                cpu_cores=self.cpu_cores,
+                db_connection_budget=self.db_connection_budget,
+                target_latency_ms=self.target_latency_ms,
+                request_deadline_ms=self.request_deadline_ms,
+                service_time_ms=self.service_time_ms,
+                replicas=self.replicas,
+                workers=self.workers,
+                max_in_flight=self.max_in_flight,
+                queue_length=self.queue_length,
+            )
+        )
+        overrides: dict[str, Any] = {
+            "threadpool_tokens": self.threadpool_tokens,
+            "queue_wait_ms": self.queue_wait_ms,
+            "pool_size": self.db_pool_size,
+            "max_overflow": self.db_max_overflow,
+            "pool_timeout_s": self.db_pool_timeout_s,
+            "backlog": self.backlog,
+            "pgbouncer_max_client_conn": self.pgbouncer_max_client_conn,
+            "pgbouncer_default_pool_size": self.pgbouncer_default_pool_size,
+            "pg_max_connections": self.postgres_max_connections,
+        }
+        return dataclasses.replace(derived, **{k: v for k, v in overrides.items() if v is not None})
+
+    @property
+    def database_url(self) -> str:
+        from sqlalchemy.engine import URL
+
+        return URL.create(
+            "postgresql+psycopg2",
+            username=self.db_user,
+            password=self.db_password.get_secret_value(),
+            host=self.db_host,
+            port=self.db_port,
+            database=self.db_name,
+        ).render_as_string(hide_password=False)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

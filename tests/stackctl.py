@@ -1,0 +1,84 @@
+"""Start and stop local stacks for tests, through the launcher itself."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class RunningStack:
+    state: Path
+    port_base: int
+    env: dict[str, str]
+
+    @property
+    def url(self) -> str:
+        return self.env["SLUICE_URL"]
+
+    @property
+    def database_url(self) -> str:
+        return self.env["SLUICE_DATABASE_URL"]
+
+    def log(self, name: str, lines: int = 40) -> str:
+        path = self.state / "logs" / f"{name}.log"
+        try:
+            return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return f"(no {path})"
+
+    def pid(self, name: str) -> int:
+        return int(self.env[f"SLUICE_PID_{name.upper()}"])
+
+
+def _launcher(command: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "deploy.stack", command],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    values = {}
+    for line in path.read_text().splitlines():
+        key, _, value = line.partition("=")
+        values[key] = shlex.split(value)[0] if value else ""
+    return values
+
+
+def start_stack(name: str, port_base: int, **overrides: str) -> RunningStack:
+    state = ROOT / f".sluice-test-{name}"
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("SLUICE_", "NGINX_", "PGBOUNCER_", "POSTGRES_"))
+    }
+    env.update(
+        SLUICE_STATE_DIR=str(state),
+        SLUICE_PORT_BASE=str(port_base),
+        SLUICE_ENVIRONMENT="test",
+        **overrides,
+    )
+    _launcher("down", env)  # a stack left by an interrupted run
+    result = _launcher("up", env)
+    if result.returncode != 0:
+        raise RuntimeError(f"stack {name} failed to start:\n{result.stdout}\n{result.stderr}")
+    return RunningStack(state=state, port_base=port_base, env=read_env_file(state / "stack.env"))
+
+
+def stop_stack(stack: RunningStack) -> None:
+    env = dict(os.environ, SLUICE_STATE_DIR=str(stack.state), SLUICE_PORT_BASE=str(stack.port_base))
+    result = _launcher("down", env)
+    if result.returncode != 0:
+        raise RuntimeError(f"stack down failed:\n{result.stdout}\n{result.stderr}")
