@@ -55,14 +55,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router, prefix=API_PREFIX)
     error_handlers.install(app)
 
-    app.add_middleware(
-        AdmissionMiddleware,
-        controller=app.state.admission,
-        queue_wait_s=limits.queue_wait_ms / 1000,
-        deadline_s=limits.request_deadline_ms / 1000,
-        retry_after_s=settings.retry_after_s,
-        bypass_paths=UNADMITTED_PATHS,
-    )
+    if settings.admission_enabled:
+        app.add_middleware(
+            AdmissionMiddleware,
+            controller=app.state.admission,
+            queue_wait_s=limits.queue_wait_ms / 1000,
+            deadline_s=limits.request_deadline_ms / 1000,
+            retry_after_s=settings.retry_after_s,
+            bypass_paths=UNADMITTED_PATHS,
+        )
     # Outermost, so refusals by admission are counted and timed too.
     app.add_middleware(RequestMetricsMiddleware)
     logging.getLogger("sluice").setLevel(settings.log_level.upper())

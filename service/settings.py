@@ -75,6 +75,10 @@ class Settings(BaseSettings):
         default=None, ge=1, validation_alias=_alias("POSTGRES_MAX_CONNECTIONS")
     )
 
+    # Off only to measure what Sluice protects against (bench: the plain
+    # deployment); never in production.
+    admission_enabled: bool = True
+    enforce_limits: bool = True
     admission_discipline: Literal["fifo", "lifo"] = "fifo"
     retry_after_s: int = Field(default=1, ge=1)
 
@@ -93,6 +97,8 @@ class Settings(BaseSettings):
     def _refuse_defaults_outside_development(self) -> Settings:
         if self.environment in ("local", "test"):
             return self
+        if not self.admission_enabled:
+            raise ValueError("SLUICE_ADMISSION_ENABLED=false is only allowed in local or test")
         secret = self.secret_key.get_secret_value()
         if secret == DEFAULT_SECRET or len(secret) < 32:
             raise ValueError(
@@ -109,6 +115,10 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _limits_are_consistent(self) -> Settings:
+        if not self.enforce_limits:
+            if self.environment in ("staging", "production"):
+                raise ValueError("SLUICE_ENFORCE_LIMITS=false is only allowed in local or test")
+            return self
         limits = self.limits
         check(
             workers=limits.workers,
