@@ -52,6 +52,7 @@ def when_ready(server: Any) -> None:
         host=_settings.metrics_host,
         port=_settings.metrics_port,
         listen_port=_settings.bind_port,
+        backlog=backlog,
     )
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import secrets
 import select
 import shlex
 import shutil
@@ -49,6 +50,7 @@ PORT_OFFSETS = {
     "postgres_exporter": 7,
     "pgbouncer_exporter": 8,
     "nginx_exporter": 9,
+    "nginx_log_exporter": 10,
 }
 REQUIRED_BINARIES = {
     "initdb": "postgresql",
@@ -60,6 +62,7 @@ REQUIRED_BINARIES = {
     "prometheus-postgres-exporter": "prometheus-postgres-exporter",
     "prometheus-pgbouncer-exporter": "prometheus-pgbouncer-exporter",
     "prometheus-nginx-exporter": "prometheus-nginx-exporter",
+    "mtail": "mtail",
 }
 PG_BIN_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
 START_TIMEOUT_S = 90
@@ -132,6 +135,7 @@ def stack_environment(layout: Layout) -> dict[str, str]:
             "SLUICE_DB_USER": env.get("SLUICE_DB_USER", "sluice"),
             "SLUICE_DB_NAME": env.get("SLUICE_DB_NAME", "sluice"),
             "SLUICE_DB_PASSWORD": env.get("SLUICE_DB_PASSWORD", "sluice-local"),
+            "SLUICE_SECRET_KEY": env.get("SLUICE_SECRET_KEY") or _stack_secret(layout),
             "SLUICE_BIND_HOST": "127.0.0.1",
             "SLUICE_BIND_PORT": str(p["gunicorn"]),
             "SLUICE_METRICS_HOST": "127.0.0.1",
@@ -140,7 +144,9 @@ def stack_environment(layout: Layout) -> dict[str, str]:
         }
     )
     settings = Settings(_env_file=None, **_settings_kwargs(env))  # type: ignore[call-arg]
-    env.update(settings.limits.as_env())
+    # Derived limits, unless the environment sets one explicitly (tests and
+    # operators may pin a single knob; the settings check still applies).
+    env.update({k: v for k, v in settings.limits.as_env().items() if k not in os.environ})
     env.update(_read_defaults(ROOT / "deploy" / "defaults.env", env))
     env.update(
         {
@@ -164,7 +170,20 @@ def stack_environment(layout: Layout) -> dict[str, str]:
             "POSTGRES_SOCKET_DIR": str(layout.state / "pgsocket"),
         }
     )
+    from deploy import observability
+
+    env.update(observability.environment(layout, env))
     return env
+
+
+def _stack_secret(layout: Layout) -> str:
+    """A random signing key per stack, kept in its state so tokens survive restarts."""
+    path = layout.state / "secret_key"
+    if not path.exists():
+        layout.state.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(48))
+        path.chmod(0o600)
+    return path.read_text().strip()
 
 
 def _settings_kwargs(env: dict[str, str]) -> dict[str, Any]:
@@ -570,6 +589,10 @@ def up(layout: Layout) -> int:
         print(f"Sluice stack already running (state {layout.state}).")
         return status(layout)
     _reap_leftovers(layout)
+    try:
+        stack_environment(layout)  # refuse inconsistent settings before starting anything
+    except ValueError as exc:
+        raise StackError(f"configuration refused: {exc}") from exc
     layout.state.mkdir(parents=True, exist_ok=True)
     layout.logs.mkdir(exist_ok=True)
     read_fd, write_fd = os.pipe()
@@ -670,6 +693,8 @@ def down(layout: Layout) -> int:
 
 
 def status(layout: Layout) -> int:
+    from deploy import observability
+
     supervisor = _supervisor_alive(layout)
     if supervisor is None:
         print(f"Sluice stack not running (port base {layout.port_base}).")
@@ -682,6 +707,7 @@ def status(layout: Layout) -> int:
         "SLUICE_URL",
         "SLUICE_METRICS_URL",
         "SLUICE_PROMETHEUS_URL",
+        *observability.URL_KEYS,
         "SLUICE_DATABASE_URL",
         "SLUICE_PGBOUNCER_URL",
     ):

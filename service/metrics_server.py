@@ -17,7 +17,9 @@ def listen_queue(port: int, proc_net: Path = Path("/proc/net")) -> tuple[int, in
     """(queued, limit) of the LISTEN socket on `port`, from the kernel.
 
     For a listening TCP socket /proc/net/tcp reports the accept queue length
-    as rx_queue and its limit (the effective backlog) as tx_queue.
+    as rx_queue; tx_queue is the send queue, always 0 for a LISTEN socket (the
+    limit is only in inet_diag, `ss -lnt`), so callers take the limit from
+    `effective_backlog` when it reads 0.
     """
     found: tuple[int, int] | None = None
     for name in ("tcp", "tcp6"):
@@ -36,12 +38,24 @@ def listen_queue(port: int, proc_net: Path = Path("/proc/net")) -> tuple[int, in
     return found
 
 
+def effective_backlog(backlog: int, proc_sys: Path = Path("/proc/sys")) -> int:
+    """The accept queue limit the kernel applies: listen(backlog) capped by somaxconn."""
+    try:
+        somaxconn = int((proc_sys / "net" / "core" / "somaxconn").read_text())
+    except (OSError, ValueError):
+        return backlog
+    return min(backlog, somaxconn)
+
+
 class ListenBacklogCollector(Collector):
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, backlog: int | None = None) -> None:
         self.port = port
+        self.backlog = backlog
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         queue = listen_queue(self.port)
+        if queue is not None and queue[1] == 0 and self.backlog is not None:
+            queue = (queue[0], effective_backlog(self.backlog))
         depth = GaugeMetricFamily(
             "sluice_listen_backlog", "Connections waiting in Gunicorn's kernel accept queue."
         )
@@ -55,12 +69,14 @@ class ListenBacklogCollector(Collector):
         yield limit
 
 
-def build_registry(listen_port: int) -> CollectorRegistry:
+def build_registry(listen_port: int, backlog: int | None = None) -> CollectorRegistry:
     registry = CollectorRegistry()
     MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-    registry.register(ListenBacklogCollector(listen_port))
+    registry.register(ListenBacklogCollector(listen_port, backlog))
     return registry
 
 
-def start_metrics_server(*, host: str, port: int, listen_port: int) -> None:
-    start_http_server(port, addr=host, registry=build_registry(listen_port))
+def start_metrics_server(
+    *, host: str, port: int, listen_port: int, backlog: int | None = None
+) -> None:
+    start_http_server(port, addr=host, registry=build_registry(listen_port, backlog))

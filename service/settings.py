@@ -16,7 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.sizing import Sizing, SizingInputs, check, derive
 
-DEFAULT_SECRET = "changethis"
+DEFAULT_SECRET = "changethis-local-development-only-secret-key"
 DEFAULT_DB_PASSWORDS = frozenset({"", "changethis", "postgres", "password", "sluice"})
 _SECRETS_DIR = Path("/run/secrets")
 

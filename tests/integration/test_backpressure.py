@@ -1,0 +1,236 @@
+"""Back-pressure through the whole stack, with limits small enough to overflow.
+
+Two workers admit one request each (L=1, pool 1), queue two more (Q=2) for at
+most 200 ms, PgBouncer has one server connection, and nginx caps concurrent
+requests. Holding a PostgreSQL lock from a separate connection makes admitted
+requests stall, which is how a burst overflows every layer on demand.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import httpx
+import psycopg2
+import pytest
+
+from tests.api import Api
+from tests.stackctl import RunningStack, start_stack, stop_stack
+
+SMALL_STACK_BASE = 24400
+SMALL_LIMITS = {
+    "SLUICE_WORKERS": "2",
+    "SLUICE_DB_CONNECTION_BUDGET": "1",
+    "SLUICE_QUEUE_LENGTH": "2",
+    "SLUICE_TARGET_LATENCY_MS": "400",
+    "SLUICE_REQUEST_DEADLINE_MS": "3000",
+    "PGBOUNCER_QUERY_WAIT_TIMEOUT": "1",
+    "NGINX_RATE_PER_CLIENT": "1000r/s",
+    "NGINX_BURST_PER_CLIENT": "1000",
+}
+CLIENT_TIMEOUT_S = 15.0
+
+
+@pytest.fixture(scope="module")
+def small_stack() -> Iterator[RunningStack]:
+    running = start_stack("small", SMALL_STACK_BASE, **SMALL_LIMITS)
+    try:
+        yield running
+    finally:
+        stop_stack(running)
+
+
+@pytest.fixture(scope="module")
+def auth(small_stack: RunningStack) -> dict[str, str]:
+    api = Api(small_stack.url)
+    _, headers = api.new_user()
+    api.close()
+    return headers
+
+
+@contextlib.contextmanager
+def items_locked(dsn: str) -> Iterator[None]:
+    """Block every statement on `items` until the block ends."""
+    conn = psycopg2.connect(dsn)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("LOCK TABLE items IN ACCESS EXCLUSIVE MODE")
+            yield
+    finally:
+        conn.rollback()
+        conn.close()
+
+
+@dataclass
+class Outcome:
+    status: int
+    seconds: float
+    headers: httpx.Headers
+    body: dict[str, object]
+    title: str | None = None
+
+
+def _send(client: httpx.Client, method: str, path: str, **kwargs: object) -> Outcome:
+    start = time.perf_counter()
+    response = client.request(method, path, **kwargs)  # type: ignore[arg-type]
+    elapsed = time.perf_counter() - start
+    try:
+        body = response.json()
+    except ValueError:
+        body = {"raw": response.text}
+    return Outcome(response.status_code, elapsed, response.headers, body)
+
+
+def _burst(stack: RunningStack, calls: list[tuple[str, str, dict[str, object]]]) -> list[Outcome]:
+    limits = httpx.Limits(max_connections=len(calls), max_keepalive_connections=0)
+    with (
+        httpx.Client(base_url=stack.url, timeout=CLIENT_TIMEOUT_S, limits=limits) as client,
+        ThreadPoolExecutor(max_workers=len(calls)) as pool,
+    ):
+        start = threading.Barrier(len(calls))
+
+        def one(call: tuple[str, str, dict[str, object]]) -> Outcome:
+            start.wait()
+            return _send(client, call[0], call[1], **call[2])
+
+        return list(pool.map(one, calls))
+
+
+def _burst_during_lock(
+    stack: RunningStack, calls: list[tuple[str, str, dict[str, object]]], hold_s: float
+) -> list[Outcome]:
+    """Fire the burst while `items` is locked; release the lock after `hold_s`."""
+    result: list[Outcome] = []
+    with items_locked(stack.database_url):
+        worker = threading.Thread(target=lambda: result.extend(_burst(stack, calls)))
+        worker.start()
+        time.sleep(hold_s)
+    worker.join(timeout=CLIENT_TIMEOUT_S * 2)
+    assert not worker.is_alive(), "a client hung"
+    return result
+
+
+def _assert_honest_rejection(outcome: Outcome) -> None:
+    assert outcome.status in (429, 503), outcome
+    assert outcome.headers.get("retry-after") == "1", outcome
+    assert isinstance(outcome.body.get("reason"), str), outcome
+    assert outcome.body.get("detail"), outcome
+
+
+def _p50(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
+
+
+def test_burst_beyond_capacity_is_shed_fast_and_honestly(
+    small_stack: RunningStack, auth: dict[str, str]
+) -> None:
+    calls = [("GET", "/api/v1/items/?limit=5", {"headers": auth})] * 40
+    outcomes = _burst_during_lock(small_stack, calls, hold_s=1.0)
+    admitted = [o for o in outcomes if o.status == 200]
+    rejected = [o for o in outcomes if o.status != 200]
+    print(
+        f"\nburst of 40: admitted {len(admitted)} (p50 {_p50([o.seconds for o in admitted]):.3f}s)"
+        f", rejected {len(rejected)} (p50 {_p50([o.seconds for o in rejected]):.3f}s, max "
+        f"{max(o.seconds for o in rejected):.3f}s), reasons "
+        f"{sorted({str(o.body.get('reason')) for o in rejected})}"
+    )
+    assert all(o.status in (200, 429, 503) for o in outcomes), [o.status for o in outcomes]
+    assert admitted, "some requests must be served once the lock is released"
+    assert len(rejected) >= 20, "most of a 40-request burst exceeds 2 workers x (1 + 2)"
+    for outcome in rejected:
+        _assert_honest_rejection(outcome)
+    # Refusals come back well before the admitted requests that waited out the lock.
+    assert _p50([o.seconds for o in rejected]) < 0.5
+    assert max(o.seconds for o in admitted) > 0.9
+
+
+def test_statement_timeout_answers_503_and_the_stack_recovers(
+    small_stack: RunningStack, auth: dict[str, str]
+) -> None:
+    with httpx.Client(base_url=small_stack.url, timeout=CLIENT_TIMEOUT_S) as client:
+        with items_locked(small_stack.database_url):
+            stalled = _send(client, "GET", "/api/v1/items/", headers=auth)
+        assert stalled.status == 503, stalled
+        assert stalled.body["reason"] == "statement_timeout"
+        _assert_honest_rejection(stalled)
+        # SET LOCAL statement_timeout = what is left of the 3 s deadline.
+        assert 2.0 < stalled.seconds < 4.5, stalled.seconds
+        recovered = _send(client, "GET", "/api/v1/items/", headers=auth)
+        assert recovered.status == 200, recovered
+
+
+def test_pgbouncer_wait_timeout_answers_503(
+    small_stack: RunningStack, auth: dict[str, str]
+) -> None:
+    # Hold PgBouncer's only server connection in an open transaction.
+    holder = psycopg2.connect(small_stack.env["SLUICE_PGBOUNCER_URL"])
+    try:
+        with holder.cursor() as cur:
+            cur.execute("SELECT 1")
+            with httpx.Client(base_url=small_stack.url, timeout=CLIENT_TIMEOUT_S) as client:
+                waited = _send(client, "GET", "/api/v1/items/", headers=auth)
+    finally:
+        holder.rollback()
+        holder.close()
+    assert waited.status == 503, waited
+    # PgBouncer reports query_wait_timeout and closes the client connection;
+    # psycopg2 surfaces only the closed connection, so the app says db_unavailable.
+    assert waited.body["reason"] in ("pgbouncer_wait_timeout", "db_unavailable")
+    _assert_honest_rejection(waited)
+    # query_wait_timeout is 1 s; pre-ping retries once: well under the 3 s deadline.
+    assert waited.seconds < 2.9, waited.seconds
+    assert "pooler error: query_wait_timeout" in small_stack.log("pgbouncer", lines=200)
+    with httpx.Client(base_url=small_stack.url, timeout=CLIENT_TIMEOUT_S) as client:
+        assert _send(client, "GET", "/api/v1/items/", headers=auth).status == 200
+
+
+def test_acknowledged_writes_are_committed_and_rejected_ones_are_not(
+    small_stack: RunningStack, auth: dict[str, str]
+) -> None:
+    run = uuid.uuid4().hex[:8]
+    titles = [f"burst-{run}-{n}" for n in range(40)]
+    calls = [("POST", "/api/v1/items/", {"headers": auth, "json": {"title": t}}) for t in titles]
+    outcomes = _burst_during_lock(small_stack, calls, hold_s=1.0)
+    for outcome, title in zip(outcomes, titles, strict=True):
+        outcome.title = title
+    acknowledged = {o.title for o in outcomes if o.status == 201}
+    rejected = {o.title for o in outcomes if o.status != 201}
+    assert all(o.status in (201, 429, 503) for o in outcomes), [o.status for o in outcomes]
+    assert acknowledged and rejected
+    with psycopg2.connect(small_stack.database_url) as conn, conn.cursor() as cur:
+        cur.execute("SELECT title FROM items WHERE title LIKE %s", (f"burst-{run}-%",))
+        stored = {row[0] for row in cur.fetchall()}
+    print(f"\nwrites: {len(acknowledged)} acknowledged, {len(rejected)} rejected")
+    assert acknowledged <= stored, f"lost acknowledged writes: {acknowledged - stored}"
+    assert not (rejected & stored), f"rejected writes committed: {rejected & stored}"
+
+
+def test_idempotency_key_creates_one_row_across_workers(api: Api, stack: RunningStack) -> None:
+    _, headers = api.new_user()
+    key = uuid.uuid4().hex
+    title = f"idem-{key[:8]}"
+    calls = [
+        (
+            "POST",
+            "/api/v1/items/",
+            {"headers": headers | {"Idempotency-Key": key}, "json": {"title": title}},
+        )
+    ] * 8
+    outcomes = _burst(stack, calls)
+    created = [o for o in outcomes if o.status == 201]
+    assert created, [o.status for o in outcomes]
+    assert all(o.status in (201, 429, 503) for o in outcomes)
+    assert len({str(o.body["id"]) for o in created}) == 1
+    with psycopg2.connect(stack.database_url) as conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM items WHERE title = %s", (title,))
+        assert cur.fetchone() == (1,)
+    other = api.http.post(
+        "/api/v1/items/", json={"title": "different"}, headers=headers | {"Idempotency-Key": key}
+    )
+    assert other.status_code == 422 and other.json()["reason"] == "idempotency_key_reused"

@@ -1,0 +1,69 @@
+"""Database waits are bounded and become 503 + Retry-After, never a 500."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import delete
+
+from service.main import create_app
+from service.models import User
+from service.settings import Settings
+
+
+@pytest.fixture
+def one_connection_client(unit_settings: Settings) -> Iterator[TestClient]:
+    settings = Settings(
+        **unit_settings.model_dump(
+            include={"environment", "db_host", "db_port", "db_user", "db_name"}
+        ),
+        db_pool_size=1,
+        max_in_flight=1,
+        threadpool_tokens=2,
+        db_pool_timeout_s=0.2,
+    )
+    app = create_app(settings)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield client
+    with app.state.engine.begin() as conn:
+        conn.execute(delete(User).where(User.email.like("pool-%@example.com")))
+    app.state.engine.dispose()
+
+
+def test_pool_timeout_is_503_with_retry_after(one_connection_client: TestClient) -> None:
+    client = one_connection_client
+    email = f"pool-{uuid.uuid4().hex[:8]}@example.com"
+    assert (
+        client.post("/api/v1/users/signup", json={"email": email, "password": "x" * 12}).status_code
+        == 201
+    )
+    token = client.post(
+        "/api/v1/login/access-token", data={"username": email, "password": "x" * 12}
+    ).json()["access_token"]
+    engine = client.app.state.engine  # type: ignore[attr-defined]
+    with engine.connect():  # the pool's only connection, held
+        response = client.get("/api/v1/items/", headers={"Authorization": f"Bearer {token}"})
+        ready = client.get("/readyz")
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "1"
+    assert response.json()["reason"] == "db_pool_timeout"
+    assert ready.status_code == 503 and ready.json()["reason"] == "pool_saturated"
+    after = client.get("/api/v1/items/", headers={"Authorization": f"Bearer {token}"})
+    assert after.status_code == 200
+
+
+def test_unreachable_database_is_503_not_500(unit_settings: Settings) -> None:
+    settings = Settings(environment="test", db_host="127.0.0.1", db_port=1, db_name="nope")
+    app = create_app(settings)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        response = client.post(
+            "/api/v1/login/access-token", data={"username": "a@example.com", "password": "x"}
+        )
+        ready = client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["reason"] == "db_unavailable"
+    assert "psycopg2" not in response.text and "Traceback" not in response.text
+    assert ready.status_code == 503 and ready.json()["reason"] == "db_unavailable"

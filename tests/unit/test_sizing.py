@@ -1,0 +1,67 @@
+"""The sizing module and the start-up check that refuses inconsistent limits."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from service.settings import Settings
+from service.sizing import SizingError, SizingInputs, derive
+
+
+@pytest.mark.parametrize("cores", [1, 2, 8])
+@pytest.mark.parametrize("budget", [4, 8, 40])
+@pytest.mark.parametrize("replicas", [1, 3])
+def test_derived_limits_always_hold_the_chain(cores: int, budget: int, replicas: int) -> None:
+    s = derive(SizingInputs(cpu_cores=cores, db_connection_budget=budget, replicas=replicas))
+    processes = s.workers * replicas
+    assert processes * (s.pool_size + s.max_overflow) <= s.pgbouncer_max_client_conn
+    assert s.pgbouncer_default_pool_size <= s.pg_max_connections - 3
+    assert s.max_in_flight <= s.threadpool_tokens
+    assert s.max_in_flight <= s.pool_size + s.max_overflow
+    assert s.queue_wait_ms < s.request_deadline_ms
+    assert s.nginx_proxy_read_timeout_s * 1000 > s.request_deadline_ms
+
+
+def test_littles_law_bounds_the_queue() -> None:
+    s = derive(
+        SizingInputs(db_connection_budget=8, cpu_cores=2, service_time_ms=5, target_latency_ms=200)
+    )
+    # 4 slots x 100 ms wait / 5 ms per request = 80 requests drain within T.
+    assert (s.max_in_flight, s.queue_wait_ms, s.queue_length) == (4, 100, 80)
+
+
+def test_bad_inputs_are_refused() -> None:
+    with pytest.raises(SizingError, match="target_latency_ms"):
+        derive(SizingInputs(target_latency_ms=6000, request_deadline_ms=5000))
+
+
+def test_startup_check_names_the_conflicting_numbers() -> None:
+    with pytest.raises(ValidationError) as info:
+        Settings(cpu_cores=2, db_pool_size=50, environment="test")
+    message = str(info.value)
+    assert "workers (2) x replicas (1) x (pool_size 50" in message
+    assert "PgBouncer max_client_conn" in message
+    assert "SLUICE_DB_POOL_SIZE" in message
+
+
+def test_startup_check_refuses_admission_beyond_threadpool() -> None:
+    with pytest.raises(ValidationError, match="exceeds the threadpool"):
+        Settings(
+            max_in_flight=6,
+            threadpool_tokens=2,
+            db_pool_size=6,
+            environment="test",
+            db_connection_budget=20,
+        )
+
+
+def test_production_refuses_default_secrets() -> None:
+    with pytest.raises(ValidationError, match="SLUICE_SECRET_KEY"):
+        Settings(environment="production", db_password="a-very-strong-password-1")
+    with pytest.raises(ValidationError, match="SLUICE_SECRET_KEY"):
+        Settings(environment="production", secret_key="short", db_password="strong-pw-123456")
+    with pytest.raises(ValidationError, match="SLUICE_DB_PASSWORD"):
+        Settings(environment="staging", secret_key="x" * 48, db_password="changethis")
+    ok = Settings(environment="production", secret_key="x" * 48, db_password="strong-pw-123456")
+    assert ok.environment == "production"
