@@ -138,7 +138,9 @@ def derive(inputs: SizingInputs) -> Sizing:
         backlog=max(64, workers * (max_in_flight + queue_length)),
         pgbouncer_default_pool_size=pgbouncer_pool,
         pgbouncer_max_client_conn=pgbouncer_clients,
-        pgbouncer_query_wait_timeout_s=max(1, deadline_s),
+        # Admission keeps checkouts within the server pool, so a PgBouncer wait
+        # means the database is slow: give up about as soon as admission would.
+        pgbouncer_query_wait_timeout_s=max(1, math.ceil(2 * queue_wait_ms / 1000)),
         pg_max_connections=pgbouncer_pool + PG_RESERVED_CONNECTIONS,
         nginx_rate_per_client=max(1, int(capacity_rps)),
         nginx_burst_per_client=max(1, int(capacity_rps / 2)),

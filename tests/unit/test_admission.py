@@ -1,0 +1,107 @@
+"""Admission control on its own event loop: slots, the bounded queue, the deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from fastapi.testclient import TestClient
+
+from service.admission import AdmissionController, request_queue_time
+
+
+def _run(coro: object) -> object:
+    return asyncio.run(coro)  # type: ignore[arg-type]
+
+
+def test_admits_up_to_the_limit_then_queues_then_refuses() -> None:
+    async def scenario() -> list[str | None]:
+        controller = AdmissionController(max_in_flight=2, queue_length=1)
+        first = await controller.acquire(0.05)
+        second = await controller.acquire(0.05)
+        waiting = asyncio.ensure_future(controller.acquire(1.0))
+        await asyncio.sleep(0)
+        assert controller.queued == 1
+        overflow = await controller.acquire(1.0)  # queue of 1 is full
+        controller.release()  # hands the slot straight to the waiter
+        handed = await waiting
+        assert controller.in_flight == 2 and controller.queued == 0
+        return [first, second, overflow, handed]
+
+    assert _run(scenario()) == [None, None, "queue_full", None]
+
+
+def test_a_wait_longer_than_t_is_refused_and_leaves_the_queue() -> None:
+    async def scenario() -> tuple[str | None, float, int]:
+        controller = AdmissionController(max_in_flight=1, queue_length=5)
+        await controller.acquire(0.05)
+        start = time.perf_counter()
+        reason = await controller.acquire(0.05)
+        return reason, time.perf_counter() - start, controller.queued
+
+    reason, waited, queued = _run(scenario())  # type: ignore[misc]
+    assert reason == "queue_timeout"
+    assert 0.04 < waited < 1.0
+    assert queued == 0
+
+
+def test_fifo_and_lifo_order() -> None:
+    async def order(discipline: str) -> list[int]:
+        controller = AdmissionController(
+            max_in_flight=1,
+            queue_length=3,
+            discipline=discipline,  # type: ignore[arg-type]
+        )
+        await controller.acquire(1)
+        served: list[int] = []
+
+        async def waiter(n: int) -> None:
+            assert await controller.acquire(5) is None
+            served.append(n)
+            controller.release()
+
+        tasks = []
+        for n in range(3):
+            tasks.append(asyncio.ensure_future(waiter(n)))
+            await asyncio.sleep(0)
+        controller.release()
+        await asyncio.gather(*tasks)
+        return served
+
+    assert _run(order("fifo")) == [0, 1, 2]
+    assert _run(order("lifo")) == [2, 1, 0]
+
+
+def test_a_cancelled_waiter_gives_back_nothing_it_did_not_get() -> None:
+    async def scenario() -> tuple[int, int]:
+        controller = AdmissionController(max_in_flight=1, queue_length=2)
+        await controller.acquire(1)
+        task = asyncio.ensure_future(controller.acquire(5))
+        await asyncio.sleep(0)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        controller.release()
+        return controller.in_flight, controller.queued
+
+    assert _run(scenario()) == (0, 0)
+
+
+def test_queue_time_from_nginx_header() -> None:
+    now = 1_700_000_010.5
+    assert request_queue_time([(b"x-request-start", b"t=1700000010.250")], now) == 0.25
+    assert request_queue_time([(b"x-request-start", b"garbage")], now) is None
+    assert request_queue_time([], now) is None
+    assert request_queue_time([(b"x-request-start", b"t=1700000011.0")], now) == 0.0
+
+
+def test_a_request_that_spent_its_deadline_upstream_is_refused_at_once(
+    client: TestClient,
+) -> None:
+    stale = f"t={time.time() - 60:.3f}"
+    response = client.get("/api/v1/items/", headers={"X-Request-Start": stale})
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "1"
+    assert response.json()["reason"] == "deadline_expired_upstream"
+    fresh = client.get("/api/v1/items/", headers={"X-Request-Start": f"t={time.time():.3f}"})
+    assert fresh.status_code == 401  # admitted, then refused for lack of a token
+    assert client.get("/healthz", headers={"X-Request-Start": stale}).status_code == 200
