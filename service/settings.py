@@ -119,18 +119,7 @@ class Settings(BaseSettings):
             if self.environment in ("staging", "production"):
                 raise ValueError("SLUICE_ENFORCE_LIMITS=false is only allowed in local or test")
             return self
-        limits = self.limits
-        check(
-            workers=limits.workers,
-            replicas=limits.replicas,
-            max_in_flight=limits.max_in_flight,
-            threadpool_tokens=limits.threadpool_tokens,
-            pool_size=limits.pool_size,
-            max_overflow=limits.max_overflow,
-            pgbouncer_max_client_conn=limits.pgbouncer_max_client_conn,
-            pgbouncer_default_pool_size=limits.pgbouncer_default_pool_size,
-            pg_max_connections=limits.pg_max_connections,
-        )
+        check(self.limits)
         return self
 
     @cached_property

@@ -150,19 +150,14 @@ def derive(inputs: SizingInputs) -> Sizing:
     )
 
 
-def check(
-    *,
-    workers: int,
-    replicas: int,
-    max_in_flight: int,
-    threadpool_tokens: int,
-    pool_size: int,
-    max_overflow: int,
-    pgbouncer_max_client_conn: int,
-    pgbouncer_default_pool_size: int,
-    pg_max_connections: int,
-) -> None:
+def check(limits: Sizing) -> None:
     """Refuse limits that break the chain; each message says how to fix it."""
+    workers, replicas = limits.workers, limits.replicas
+    pool_size, max_overflow = limits.pool_size, limits.max_overflow
+    max_in_flight, threadpool_tokens = limits.max_in_flight, limits.threadpool_tokens
+    pgbouncer_max_client_conn = limits.pgbouncer_max_client_conn
+    pgbouncer_default_pool_size = limits.pgbouncer_default_pool_size
+    pg_max_connections = limits.pg_max_connections
     problems: list[str] = []
     clients = workers * replicas * (pool_size + max_overflow)
     if clients > pgbouncer_max_client_conn:
