@@ -11,7 +11,7 @@ declare -A need=(
   [gettext-base]=/usr/bin/envsubst
   [prometheus]=/usr/bin/prometheus
   [prometheus-postgres-exporter]=/usr/bin/prometheus-postgres-exporter
-  [prometheus-pgbouncer-exporter]=/usr/bin/prometheus-pgbouncer-exporter
+  [mtail]=/usr/bin/mtail
   [prometheus-nginx-exporter]=/usr/bin/prometheus-nginx-exporter
   [util-linux]=/usr/bin/setpriv
 )

@@ -60,7 +60,6 @@ REQUIRED_BINARIES = {
     "envsubst": "gettext-base",
     "prometheus": "prometheus",
     "prometheus-postgres-exporter": "prometheus-postgres-exporter",
-    "prometheus-pgbouncer-exporter": "prometheus-pgbouncer-exporter",
     "prometheus-nginx-exporter": "prometheus-nginx-exporter",
     "mtail": "mtail",
 }

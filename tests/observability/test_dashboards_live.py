@@ -1,0 +1,141 @@
+"""The dashboards are true: every panel's and recording rule's query returns data.
+
+Starts its own small stack (port base 25100) with Prometheus scraping every
+second and limits small enough that a short burst is refused at every layer:
+nginx (rate limit, connection cap), admission (queue full) and the pool (a
+1 ms pool_timeout with more admission slots than connections, which the
+sizing check refuses in production; SLUICE_ENFORCE_LIMITS=false allows it
+here). Then it asks Prometheus for every query.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.api import Api
+from tests.observability.conftest import DASHBOARDS_DIR, panel_queries, recording_rules
+from tests.stackctl import RunningStack, start_stack, stop_stack
+
+pytestmark = pytest.mark.stack
+
+PORT_BASE = 25100
+BURST_REQUESTS = 300
+BURST_CONCURRENCY = 16
+BURST_DEADLINE_S = 20.0
+
+
+@pytest.fixture(scope="module")
+def loaded_stack() -> Iterator[RunningStack]:
+    """A small stack with Prometheus, for this module; stopped at its end."""
+    running = start_stack(
+        "observability",
+        PORT_BASE,
+        PROMETHEUS_SCRAPE_INTERVAL="1s",
+        SLUICE_WORKERS="1",
+        SLUICE_MAX_IN_FLIGHT="2",
+        SLUICE_THREADPOOL_TOKENS="2",
+        SLUICE_QUEUE_LENGTH="2",
+        SLUICE_DB_POOL_SIZE="1",
+        SLUICE_DB_MAX_OVERFLOW="0",
+        SLUICE_DB_POOL_TIMEOUT_S="0.001",
+        SLUICE_ENFORCE_LIMITS="false",
+        # 40 requests/s per client at nginx, burst 20 (service/sizing.py).
+        SLUICE_SERVICE_TIME_MS="50",
+    )
+    try:
+        yield running
+    finally:
+        stop_stack(running)
+
+
+def _burst(base_url: str, headers: dict[str, str]) -> Counter[int]:
+    """BURST_REQUESTS GETs, BURST_CONCURRENCY at a time, bounded by BURST_DEADLINE_S."""
+    deadline = time.monotonic() + BURST_DEADLINE_S
+    limits = httpx.Limits(max_connections=BURST_CONCURRENCY)
+    with httpx.Client(base_url=base_url, timeout=5.0, limits=limits) as client:
+
+        def one(_: int) -> int:
+            if time.monotonic() > deadline:
+                return 0
+            try:
+                return client.get("/api/v1/items/", headers=headers).status_code
+            except httpx.TransportError:
+                return -1
+
+        with ThreadPoolExecutor(BURST_CONCURRENCY) as pool:
+            return Counter(pool.map(one, range(BURST_REQUESTS)))
+
+
+def _query(prometheus: str, expr: str) -> list[dict[str, Any]]:
+    response = httpx.get(f"{prometheus}/api/v1/query", params={"query": expr}, timeout=10)
+    body = response.json()
+    assert body["status"] == "success", f"{expr}: {body}"
+    result: list[dict[str, Any]] = body["data"]["result"]
+    return result
+
+
+def _wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(1)
+
+
+@pytest.fixture(scope="module")
+def prometheus(loaded_stack: RunningStack) -> str:
+    """Prometheus's URL once the burst has been refused and scraped."""
+    url = loaded_stack.env["SLUICE_PROMETHEUS_URL"]
+    api = Api(loaded_stack.url)
+    try:
+        _, headers = api.new_user()
+    finally:
+        api.close()
+    # Through nginx: per-client rate limit (429) and connection cap (503).
+    edge = _burst(loaded_stack.url, headers)
+    # Straight at Gunicorn, past nginx's cap: admission and pool refusals.
+    app = _burst(loaded_stack.env["SLUICE_APP_URL"], headers)
+    assert edge[429] and edge[503], f"nginx did not shed: {edge}"
+    assert app[503], f"the app did not shed: {app}"
+
+    def shed_seen() -> bool:
+        layers = {r["metric"].get("layer") for r in _query(url, "layer_reason:sluice_shed:rate1m")}
+        return {"nginx", "app", "pool"} <= layers
+
+    _wait_for(shed_seen, 30, "Prometheus to see refusals by nginx, app and pool")
+    return url
+
+
+def _missing(prometheus: str, queries: list[tuple[str, str]]) -> list[str]:
+    return [f"{name}: {expr}" for name, expr in queries if not _query(prometheus, expr)]
+
+
+def test_every_recording_rule_returns_data(prometheus: str) -> None:
+    rules = recording_rules()
+    assert rules
+    missing = _missing(prometheus, rules)
+    assert not missing, "recording rules with no data:\n  " + "\n  ".join(missing)
+
+
+@pytest.mark.parametrize(
+    "dashboard", sorted(p.name for p in DASHBOARDS_DIR.glob("*.json")), ids=str
+)
+def test_every_panel_returns_data(prometheus: str, dashboard: str) -> None:
+    queries = panel_queries(DASHBOARDS_DIR / dashboard)
+    assert queries
+    missing = _missing(prometheus, queries)
+    assert not missing, f"{dashboard} panels with no data:\n  " + "\n  ".join(missing)
+
+
+def test_every_target_is_up(prometheus: str) -> None:
+    down = [r["metric"] for r in _query(prometheus, "up") if r["value"][1] != "1"]
+    assert not down
+    jobs = {r["metric"]["job"] for r in _query(prometheus, "up")}
+    assert jobs == {"sluice", "nginx", "nginx_log", "pgbouncer", "postgres", "prometheus"}
