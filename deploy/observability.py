@@ -67,7 +67,9 @@ def environment(layout: Layout, env: dict[str, str]) -> dict[str, str]:
         "PROMETHEUS_EVALUATION_INTERVAL": interval,
         "PROMETHEUS_DEPLOYMENT": "local",
         "PROMETHEUS_RULES_DIR": str(PROMETHEUS_DIR / "rules"),
-        "PROMETHEUS_TARGET_APP": f"127.0.0.1:{p['metrics']}",
+        "PROMETHEUS_APP_DISCOVERY": (
+            f'static_configs: [{{targets: ["127.0.0.1:{p["metrics"]}"]}}]'
+        ),
         "PROMETHEUS_TARGET_NGINX": f"127.0.0.1:{p['nginx_exporter']}",
         "PROMETHEUS_TARGET_NGINX_LOG": f"127.0.0.1:{p['nginx_log_exporter']}",
         "PROMETHEUS_TARGET_PGBOUNCER": f"127.0.0.1:{p['pgbouncer_exporter']}",

@@ -13,7 +13,7 @@ COMPOSE_VALUES = {
     "PROMETHEUS_SCRAPE_TIMEOUT": "10s",
     "PROMETHEUS_EVALUATION_INTERVAL": "15s",
     "PROMETHEUS_DEPLOYMENT": "staging",
-    "PROMETHEUS_TARGET_APP": "app:9200",
+    "PROMETHEUS_APP_DISCOVERY": "dns_sd_configs: [{names: [app], type: A, port: 9200}]",
     "PROMETHEUS_TARGET_NGINX": "nginx-exporter:9113",
     "PROMETHEUS_TARGET_NGINX_LOG": "nginx-log-exporter:3903",
     "PROMETHEUS_TARGET_PGBOUNCER": "pgbouncer-exporter:9127",
@@ -48,7 +48,7 @@ def test_rendered_config_is_valid(tmp_path: Path) -> None:
 
 def test_render_refuses_a_missing_variable(tmp_path: Path) -> None:
     values = dict(COMPOSE_VALUES, PROMETHEUS_RULES_DIR="/etc/prometheus/rules")
-    del values["PROMETHEUS_TARGET_APP"]
+    del values["PROMETHEUS_APP_DISCOVERY"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("PROMETHEUS_")}
     env.update(values)
     import subprocess
@@ -61,7 +61,7 @@ def test_render_refuses_a_missing_variable(tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode != 0
-    assert "PROMETHEUS_TARGET_APP" in result.stderr
+    assert "PROMETHEUS_APP_DISCOVERY" in result.stderr
 
 
 def test_rules_are_valid() -> None:
