@@ -1,0 +1,3 @@
+from bench.procedure import main
+
+raise SystemExit(main())

@@ -1,0 +1,317 @@
+"""The open-loop load generator: asyncio with a lean HTTP/1.1 client.
+
+Request i is sent at its scheduled offset whatever happened to the others.
+At most `max_in_flight` requests are outstanding, one keep-alive connection
+each; a request due while the cap is full is recorded as NOT_SENT, never
+delayed, so the generator cannot quietly lower the offered rate. Each request
+has a client timeout counted from its scheduled time. Latency is measured from
+the scheduled time too, so the generator's own lateness (`lag`) is charged to
+the result rather than hidden; its ceiling is measured against a trivial
+target (bench.calibrate).
+
+The client is asyncio protocols plus httptools (the C parser uvicorn uses),
+with each request serialised before the run: aiohttp's client costs several
+times more CPU per request, which on a 2-core box is CPU taken from the server
+under test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import httptools
+
+from bench.schedule import due_by
+from bench.stats import NOT_SENT, TIMEOUT, Outcome
+
+# The first request is due this long after the run starts.
+_LEAD_S = 0.05
+# Enough of a refusal's body for its JSON "reason".
+_BODY_LIMIT = 512
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    method: str
+    path: str
+    kind: str
+    body: bytes | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    tag: str = ""
+
+
+@dataclass
+class LoadResult:
+    outcomes: list[Outcome]
+    wall_s: float  # from the first scheduled send to the last answer
+    cpu_s: float  # the generator process's CPU time during the run
+    max_in_flight_seen: int
+    connections_opened: int
+
+
+def serialise(request: Request, *, host: str, headers: Mapping[str, str]) -> bytes:
+    """The request's bytes on the wire (HTTP/1.1, keep-alive)."""
+    lines = [f"{request.method} {request.path} HTTP/1.1", f"Host: {host}"]
+    merged = {**headers, **request.headers}
+    lines += [f"{name}: {value}" for name, value in merged.items()]
+    body = request.body or b""
+    if body or request.method in ("POST", "PUT", "PATCH"):
+        lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection carrying one request at a time."""
+
+    def __init__(self) -> None:
+        self.transport: Any = None  # uvloop's transports do not subclass asyncio's
+        self.closed = False
+        self._on_done: Callable[[int, str, bytes], None] | None = None
+        self._parser = httptools.HttpResponseParser(self)
+        self._complete = False
+        self._status = 0
+        self._keep_alive = False
+        self._body: list[bytes] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError:
+            self._finish(0, "BadResponse")
+            self.close()
+            return
+        if self._complete:
+            if not self._keep_alive:
+                self.closed = True
+            body, self._body = b"".join(self._body), []
+            self._parser = httptools.HttpResponseParser(self)
+            self._complete = False
+            self._finish(self._status, "", body)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._finish(0, type(exc).__name__ if exc else "ConnectionClosed")
+
+    # httptools callbacks; keep-alive is only known until the message completes.
+    def on_headers_complete(self) -> None:
+        self._status = self._parser.get_status_code()
+        self._keep_alive = self._parser.should_keep_alive()
+
+    def on_body(self, chunk: bytes) -> None:
+        if not 200 <= self._status < 300:  # only refusals and errors say why
+            self._body.append(chunk)
+
+    def on_message_complete(self) -> None:
+        self._complete = True
+
+    def send(self, payload: bytes, on_done: Callable[[int, str, bytes], None]) -> None:
+        self._on_done = on_done
+        self._complete = False
+        self.transport.write(payload)
+
+    def close(self) -> None:
+        """Abort the connection; a pending request's callback is dropped, not called."""
+        self._on_done = None
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _finish(self, status: int, error: str, body: bytes = b"") -> None:
+        on_done, self._on_done = self._on_done, None
+        if on_done is not None:
+            on_done(status, error, body)
+
+
+class _Flight:
+    """One request on its way: its connection, its timeout timer, its outcome once."""
+
+    __slots__ = ("conn", "done", "index", "scheduled", "sent", "timer")
+
+    def __init__(self, index: int, scheduled: float, sent: float) -> None:
+        self.index = index
+        self.scheduled = scheduled
+        self.sent = sent
+        self.conn: _Connection | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.done = False
+
+
+async def run_open_loop(
+    base_url: str,
+    requests: Sequence[Request],
+    offsets: Sequence[float],
+    *,
+    max_in_flight: int = 1000,
+    timeout_s: float = 5.0,
+    headers: Mapping[str, str] | None = None,
+) -> LoadResult:
+    """Send `requests[i]` at `offsets[i]` seconds after the start; return every outcome."""
+    if len(requests) != len(offsets):
+        raise ValueError(f"{len(requests)} requests for {len(offsets)} offsets")
+    split = urlsplit(base_url)
+    if split.scheme != "http" or split.hostname is None:
+        raise ValueError(f"only plain http://host:port targets: {base_url}")
+    host, port = split.hostname, split.port or 80
+    common = {"User-Agent": "sluice-bench", "Accept": "application/json", **(headers or {})}
+    payloads = [serialise(r, host=split.netloc, headers=common) for r in requests]
+
+    loop = asyncio.get_running_loop()
+    total = len(requests)
+    outcomes: list[Outcome | None] = [None] * total
+    idle: deque[_Connection] = deque()
+    every: set[_Connection] = set()
+    connecting: set[asyncio.Task[None]] = set()
+    drained = loop.create_future()
+    dispatching = True
+    in_flight = peak = opened = 0
+
+    def finish(flight: _Flight, status: int, error: str, body: bytes = b"") -> None:
+        nonlocal in_flight
+        if flight.done:
+            return
+        flight.done = True
+        in_flight -= 1
+        if flight.timer is not None:
+            flight.timer.cancel()
+        conn = flight.conn
+        if conn is not None:
+            if error or conn.closed:
+                conn.close()
+                every.discard(conn)
+            else:
+                idle.append(conn)
+        request = requests[flight.index]
+        outcomes[flight.index] = Outcome(
+            kind=request.kind,
+            status=status,
+            latency_s=loop.time() - flight.scheduled,
+            lag_s=flight.sent - flight.scheduled,
+            error=error,
+            tag=request.tag,
+            body=body[:_BODY_LIMIT],
+        )
+        if not dispatching and in_flight == 0 and not drained.done():
+            drained.set_result(None)
+
+    def send(flight: _Flight, conn: _Connection) -> None:
+        flight.conn = conn
+        conn.send(
+            payloads[flight.index],
+            lambda status, error, body: finish(flight, status, error, body),
+        )
+
+    def timed_out(flight: _Flight) -> None:
+        conn = flight.conn
+        finish(flight, 0, TIMEOUT)
+        if conn is not None:  # the answer may still come: never reuse this connection
+            conn.close()
+            every.discard(conn)
+
+    async def connect_then_send(flight: _Flight) -> None:
+        nonlocal opened
+        try:
+            _, conn = await loop.create_connection(_Connection, host, port)
+        except Exception as exc:  # refused, reset, out of ports: an outcome
+            finish(flight, 0, type(exc).__name__)
+            return
+        opened += 1
+        if flight.done:  # timed out while connecting
+            conn.close()
+            return
+        every.add(conn)
+        send(flight, conn)
+
+    def dispatch(index: int, scheduled: float) -> None:
+        nonlocal in_flight, peak
+        now = loop.time()
+        if in_flight >= max_in_flight:
+            outcomes[index] = Outcome(
+                kind=requests[index].kind,
+                status=0,
+                latency_s=0.0,
+                lag_s=now - scheduled,
+                error=NOT_SENT,
+                tag=requests[index].tag,
+            )
+            return
+        in_flight += 1
+        peak = max(peak, in_flight)
+        flight = _Flight(index, scheduled, now)
+        flight.timer = loop.call_at(scheduled + timeout_s, timed_out, flight)
+        while idle:
+            conn = idle.pop()  # most recently used: the least likely to be closed
+            if not conn.closed:
+                send(flight, conn)
+                return
+            every.discard(conn)
+        task = loop.create_task(connect_then_send(flight))
+        connecting.add(task)
+        task.add_done_callback(connecting.discard)
+
+    cpu_start = time.process_time()
+    start = loop.time() + _LEAD_S
+    i = 0
+    try:
+        while i < total:
+            due = due_by(offsets, loop.time() - start)
+            while i < due:
+                dispatch(i, start + offsets[i])
+                i += 1
+            if i < total:
+                await asyncio.sleep(max(0.0, start + offsets[i] - loop.time()))
+        dispatching = False
+        if in_flight:
+            await drained
+        if connecting:
+            await asyncio.wait(set(connecting))
+    finally:
+        for task in connecting:
+            task.cancel()
+        for conn in every:
+            conn.close()
+    wall = loop.time() - start
+    return LoadResult(
+        outcomes=[o for o in outcomes if o is not None],
+        wall_s=wall,
+        cpu_s=time.process_time() - cpu_start,
+        max_in_flight_seen=peak,
+        connections_opened=opened,
+    )
+
+
+def run(
+    base_url: str,
+    requests: Sequence[Request],
+    offsets: Sequence[float],
+    *,
+    max_in_flight: int = 1000,
+    timeout_s: float = 5.0,
+    headers: Mapping[str, str] | None = None,
+) -> LoadResult:
+    """Run the generator on a fresh event loop (uvloop when installed)."""
+    try:
+        import uvloop
+
+        runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
+    except ImportError:  # pragma: no cover - uvicorn[standard] brings it
+        runner = asyncio.Runner()
+    with runner:
+        return runner.run(
+            run_open_loop(
+                base_url,
+                requests,
+                offsets,
+                max_in_flight=max_in_flight,
+                timeout_s=timeout_s,
+                headers=headers,
+            )
+        )

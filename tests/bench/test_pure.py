@@ -1,0 +1,217 @@
+"""The benchmark's arithmetic: schedule, statistics, capacity search, integrity, workload."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+
+from bench.database import check_integrity
+from bench.loadgen import Request, serialise
+from bench.schedule import arrival_count, due_by, poisson_offsets, uniform_offsets
+from bench.search import CapacitySearch
+from bench.stats import NOT_SENT, TIMEOUT, Outcome, meets_target, percentile, summarize
+from bench.workload import SEEDED_ITEMS, build_requests
+
+
+def ok(latency_s: float, kind: str = "get", tag: str = "") -> Outcome:
+    return Outcome(kind=kind, status=200, latency_s=latency_s, lag_s=0.001, tag=tag)
+
+
+# -- schedule ---------------------------------------------------------------
+
+
+def test_uniform_schedule_is_evenly_spaced_and_independent_of_responses() -> None:
+    offsets = uniform_offsets(200, 2.5)
+    assert len(offsets) == 500 == arrival_count(200, 2.5)
+    assert offsets[0] == 0.0
+    assert all(math.isclose(b - a, 0.005) for a, b in itertools.pairwise(offsets))
+
+
+def test_due_by_counts_requests_at_or_before_elapsed_time() -> None:
+    offsets = uniform_offsets(10, 1)  # 0.0, 0.1, ..., 0.9
+    assert due_by(offsets, -0.01) == 0
+    assert due_by(offsets, 0.0) == 1
+    assert due_by(offsets, 0.25) == 3
+    assert due_by(offsets, 5.0) == 10
+
+
+def test_poisson_schedule_has_the_mean_rate_and_is_reproducible() -> None:
+    offsets = poisson_offsets(500, 20, seed=1)
+    assert offsets == poisson_offsets(500, 20, seed=1)
+    assert offsets == sorted(offsets)
+    mean_gap = offsets[-1] / (len(offsets) - 1)
+    assert mean_gap == pytest.approx(1 / 500, rel=0.05)
+
+
+@pytest.mark.parametrize(("rate", "duration"), [(0, 1), (10, 0), (-1, 1)])
+def test_schedule_refuses_empty_runs(rate: float, duration: float) -> None:
+    with pytest.raises(ValueError):
+        arrival_count(rate, duration)
+
+
+# -- statistics -------------------------------------------------------------
+
+
+def test_percentile_is_nearest_rank() -> None:
+    values = list(range(1, 101))
+    assert percentile(values, 50) == 50
+    assert percentile(values, 99) == 99
+    assert percentile(values, 100) == 100
+    assert percentile([7.0], 99) == 7.0
+    assert math.isnan(percentile([], 50))
+    with pytest.raises(ValueError):
+        percentile(values, 101)
+
+
+def test_summary_separates_goodput_rejections_timeouts_and_not_sent() -> None:
+    outcomes = [
+        *(ok(0.010) for _ in range(90)),
+        ok(1.5),  # a 2xx, but too late to count as goodput
+        Outcome(
+            kind="get", status=503, latency_s=0.004, lag_s=0.0, body=b'{"reason":"queue_full"}'
+        ),
+        Outcome(
+            kind="get",
+            status=429,
+            latency_s=0.002,
+            lag_s=0.0,
+            body=b'{"reason":"rate_limited","layer":"nginx"}',
+        ),
+        Outcome(kind="post", status=500, latency_s=0.020, lag_s=0.0),
+        Outcome(kind="post", status=0, latency_s=5.0, lag_s=0.0, error=TIMEOUT),
+        Outcome(kind="get", status=0, latency_s=0.0, lag_s=0.3, error=NOT_SENT),
+        Outcome(kind="get", status=0, latency_s=0.001, lag_s=0.0, error="ConnectionResetError"),
+        *(ok(0.010) for _ in range(3)),
+    ]
+    s = summarize(outcomes, offered_rps=50, duration_s=2)
+    assert s.scheduled == 100
+    assert s.sent == 99
+    assert s.ok == 94
+    assert s.goodput_rps == 93 / 2
+    assert s.ok_p50_ms == pytest.approx(10)
+    assert {code: st.count for code, st in s.rejected.items()} == {429: 1, 503: 1}
+    assert s.rejection_p99_ms == pytest.approx(4)
+    assert {key: st.count for key, st in s.reasons.items()} == {
+        "429 nginx:rate_limited": 1,
+        "500 unknown": 1,
+        "503 app:queue_full": 1,
+    }
+    assert {code: st.count for code, st in s.http_errors.items()} == {500: 1}
+    assert s.server_errors == 1
+    assert s.timeouts == 1
+    assert s.not_sent == 1
+    assert s.client_errors == {"ConnectionResetError": 1}
+    assert s.errors == 6
+    assert s.error_rate == pytest.approx(0.06)
+
+
+def test_capacity_criterion_needs_p99_under_target_and_under_one_percent_errors() -> None:
+    fast = [ok(0.010) for _ in range(200)]
+    assert meets_target(summarize(fast, offered_rps=100, duration_s=2), p99_ms=250)
+    slow = [ok(0.300) for _ in range(200)]
+    assert not meets_target(summarize(slow, offered_rps=100, duration_s=2), p99_ms=250)
+    rejected = [*fast[:198], *(Outcome("get", 503, 0.001, 0.0) for _ in range(2))]
+    assert not meets_target(summarize(rejected, offered_rps=100, duration_s=2), p99_ms=250)
+    nothing = [Outcome("get", 0, 5.0, 0.0, error=TIMEOUT)]
+    assert not meets_target(summarize(nothing, offered_rps=1, duration_s=1), p99_ms=250)
+
+
+# -- capacity search --------------------------------------------------------
+
+
+def _search(true_capacity: float, **options: float) -> CapacitySearch:
+    search = CapacitySearch(**{"start": 50, "max_rate": 100_000, **options})  # type: ignore[arg-type]
+    while (rate := search.next_rate()) is not None:
+        search.record(rate, rate <= true_capacity)
+    return search
+
+
+@pytest.mark.parametrize("true_capacity", [37, 300, 777, 2500])
+def test_search_brackets_capacity_within_its_resolution(true_capacity: float) -> None:
+    search = _search(true_capacity, resolution=0.05, max_steps=20)
+    assert search.capacity <= true_capacity
+    assert search.capacity >= true_capacity / 1.05 - 1
+
+
+def test_search_stops_at_the_generator_ceiling() -> None:
+    search = _search(10_000, max_rate=1500)
+    assert search.capacity == 1500
+    assert max(rate for rate, _ in search.history) == 1500
+
+
+def test_search_gives_up_below_its_minimum_rate() -> None:
+    search = _search(0, min_rate=5)
+    assert search.capacity == 0
+    assert all(not passed for _, passed in search.history)
+
+
+def test_search_is_bounded_by_max_steps() -> None:
+    search = _search(300, max_steps=3)
+    assert len(search.history) == 3
+
+
+# -- integrity --------------------------------------------------------------
+
+
+def test_integrity_tells_lost_writes_from_unacknowledged_commits() -> None:
+    outcomes = [
+        ok(0.01, "post", "t-acked"),
+        ok(0.01, "post", "t-lost"),
+        Outcome("post", 0, 5.0, 0.0, error=TIMEOUT, tag="t-timeout-committed"),
+        Outcome("post", 0, 5.0, 0.0, error=TIMEOUT, tag="t-timeout-not-committed"),
+        Outcome("post", 503, 0.01, 0.0, tag="t-rejected-committed"),
+        Outcome("post", 0, 0.0, 0.0, error=NOT_SENT, tag="t-not-sent"),
+        ok(0.01),  # a read: ignored
+    ]
+    found = {
+        "t-acked": 2,  # one duplicate
+        "t-timeout-committed": 1,
+        "t-rejected-committed": 1,
+        "t-never-sent": 1,
+    }
+    result = check_integrity(outcomes, found)
+    assert result.acknowledged == 2
+    assert result.acknowledged_missing == 1
+    assert result.unacknowledged == 4
+    assert result.committed_after_timeout == 1
+    assert result.committed_after_rejection == 1
+    assert result.committed_after_other == 0
+    assert result.committed_unacknowledged == 2
+    assert result.duplicates == 1
+    assert result.unknown == 1
+
+
+# -- workload ---------------------------------------------------------------
+
+
+def test_workload_mix_pages_and_unique_titles() -> None:
+    requests = build_requests(5000, run_id="r1", seed=3)
+    assert requests == build_requests(5000, run_id="r1", seed=3)
+    posts = [r for r in requests if r.kind == "post"]
+    gets = [r for r in requests if r.kind == "get"]
+    assert len(posts) / len(requests) == pytest.approx(0.2, abs=0.02)
+    titles = [r.tag for r in posts]
+    assert len(set(titles)) == len(titles)
+    assert all(t.startswith("bench-r1-") for t in titles)
+    skips = [int(r.path.split("skip=")[1].split("&")[0]) for r in gets]
+    assert min(skips) >= 0 and max(skips) <= SEEDED_ITEMS - 20
+    assert all(r.path.endswith("&limit=20") for r in gets)
+
+
+def test_request_is_serialised_as_http11_with_length() -> None:
+    wire = serialise(
+        Request("POST", "/api/v1/items/", "post", body=b'{"title":"x"}'),
+        host="127.0.0.1:8000",
+        headers={"Authorization": "Bearer t"},
+    )
+    head, body = wire.split(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    assert lines[0] == "POST /api/v1/items/ HTTP/1.1"
+    assert "Host: 127.0.0.1:8000" in lines
+    assert "Authorization: Bearer t" in lines
+    assert "Content-Length: 13" in lines
+    assert body == b'{"title":"x"}'
+    get = serialise(Request("GET", "/x", "get"), host="h", headers={})
+    assert b"Content-Length" not in get

@@ -1,0 +1,90 @@
+"""The report from synthetic results: targets are judged as issue 6 states them."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench.database import Integrity
+from bench.procedure import BenchResult, DeploymentResult, Run, parse_options
+from bench.report import evaluate_targets, render, write
+from bench.stats import Outcome, summarize
+from bench.targets import RssSampler
+
+NO_LOSS = Integrity(0, 0, 0, 0, 0, 0, 0, 0)
+
+
+def _run(name: str, label: str, rate: float, latency_s: float, rejected: int = 0) -> Run:
+    outcomes = [Outcome("get", 200, latency_s, 0.001) for _ in range(100)]
+    outcomes += [
+        Outcome("get", 503, 0.02, 0.001, body=b'{"reason":"queue_full"}') for _ in range(rejected)
+    ]
+    summary = summarize(outcomes, offered_rps=rate, duration_s=len(outcomes) / rate)
+    return Run(
+        deployment=name,
+        label=label,
+        rate=rate,
+        summary=summary,
+        integrity=NO_LOSS,
+        rss_peak_mb={"app": 200.0, "proxies": 20.0, "postgres": 300.0},
+        generator_cpu=0.1,
+        cpu_ms_per_request={"app": 4.0, "proxies": 0.5, "postgres": 1.0, "generator": 0.1},
+        drain_s=0.4,
+        passed=True,
+    )
+
+
+def _result(tmp_path: Path) -> BenchResult:
+    options = parse_options(["--quick", "--out", str(tmp_path)])
+    sluice = DeploymentResult("sluice", "the stack", capacity=100)
+    sluice.levels = [
+        _run("sluice", "0.5x", 50, 0.010),
+        _run("sluice", "1x", 100, 0.012),
+        _run("sluice", "2x", 200, 0.015, rejected=100),
+        _run("sluice", "4x", 400, 0.020, rejected=300),
+    ]
+    sluice.settings = {"SLUICE_WORKERS": "2", "SLUICE_MAX_IN_FLIGHT": "4"}
+    plain = DeploymentResult("plain", "uvicorn", capacity=110)
+    plain.levels = [_run("plain", "0.5x", 50, 0.008), _run("plain", "4x", 400, 2.0)]
+    return BenchResult(
+        options=options,
+        started=datetime(2026, 1, 1, tzinfo=UTC),
+        machine={"cpu": "test"},
+        calibration=[],
+        ceiling=0.0,
+        deployments=[sluice, plain],
+    )
+
+
+def test_targets_are_judged_from_the_levels(tmp_path: Path) -> None:
+    verdicts = {name: met for name, _, met in evaluate_targets(_result(tmp_path))}
+    assert verdicts["4x: goodput >= 90% of capacity"] is True
+    assert verdicts["4x: admitted p99 <= 3 x p99 at 0.5x"] is True
+    assert verdicts["4x: rejection p99 <= 50 ms"] is True
+    assert verdicts["4x: zero timeouts"] is True
+    assert verdicts["zero lost acknowledged writes (every Sluice run)"] is True
+    assert verdicts["0.5x: p50 within 3 ms of plain"] is True
+    assert verdicts["capacity >= 85% of plain"] is True
+
+
+def test_report_and_plots_are_written(tmp_path: Path) -> None:
+    result = _result(tmp_path)
+    text = write(result, tmp_path)
+    assert text == (tmp_path / "report.md").read_text()
+    assert (tmp_path / "goodput.png").stat().st_size > 0
+    assert (tmp_path / "p99.png").stat().st_size > 0
+    assert (tmp_path / "results.json").exists()
+    summary = (tmp_path / "summary.md").read_text()
+    assert "| 4x | 400 |" in summary
+    assert "Sluice 100 rps, plain 110 rps" in summary
+    assert "503 app:queue_full: 300" in text
+    assert "Service time implied at capacity" in text
+    assert "smoke run" in render(result, [])
+
+
+def test_sampler_reports_memory_and_cpu_of_a_process_tree() -> None:
+    with RssSampler({"self": [os.getpid()]}, interval_s=0.05) as sampler:
+        sum(i * i for i in range(200_000))
+    assert sampler.peak_mb["self"] > 1
+    assert sampler.cpu_s["self"] >= 0
