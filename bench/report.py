@@ -129,7 +129,7 @@ def _settings_lines(deployment: DeploymentResult) -> list[str]:
     in_flight = deployment.settings.get("SLUICE_MAX_IN_FLIGHT")
     if workers and in_flight and deployment.capacity > 0:
         implied = int(workers) * int(in_flight) / deployment.capacity * 1000
-        assumed = deployment.settings.get("SLUICE_SERVICE_TIME_MS", "5 (default)")
+        assumed = deployment.settings.get("SLUICE_SERVICE_TIME_MS", "50 (default)")
         lines.append(
             f"Service time implied at capacity (workers x in-flight limit / capacity): "
             f"{implied:.0f} ms; the sizing assumed SLUICE_SERVICE_TIME_MS={assumed}."

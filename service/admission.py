@@ -24,7 +24,18 @@ Discipline = Literal["fifo", "lifo"]
 
 
 class AdmissionController:
-    """Per-worker slots and a bounded wait queue, on the worker's event loop."""
+    """Per-worker slots and a bounded wait queue, on the worker's event loop.
+
+    A request that would have to queue is refused at once when the wait it can
+    expect (its place in the queue times the recent mean slot hold time,
+    divided by the slots) already exceeds its wait limit: waiting T only to be
+    refused anyway would make refusals slow and hold memory. The mean adapts to
+    the service time actually observed, so a wrong SLUICE_SERVICE_TIME_MS
+    cannot make refusals slow.
+    """
+
+    # Weight of the newest hold time in the moving average.
+    EWMA_ALPHA = 0.1
 
     def __init__(
         self, *, max_in_flight: int, queue_length: int, discipline: Discipline = "fifo"
@@ -33,6 +44,7 @@ class AdmissionController:
         self.queue_length = queue_length
         self.discipline = discipline
         self.in_flight = 0
+        self.mean_hold_s: float | None = None
         self._waiters: deque[asyncio.Future[None]] = deque()
         metrics.ADMISSION_LIMIT.labels("in_flight").set(max_in_flight)
         metrics.ADMISSION_LIMIT.labels("queue").set(queue_length)
@@ -48,6 +60,8 @@ class AdmissionController:
             return None
         if len(self._waiters) >= self.queue_length or timeout <= 0:
             return "queue_full"
+        if self.expected_wait(len(self._waiters) + 1) > timeout:
+            return "queue_wait_predicted"
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         self._publish()
@@ -69,6 +83,18 @@ class AdmissionController:
             raise
         metrics.ADMISSION_WAIT.observe(time.perf_counter() - start)
         return None
+
+    def expected_wait(self, position: int) -> float:
+        """Seconds until a request at `position` in the queue gets a slot, from the mean."""
+        if self.mean_hold_s is None:
+            return 0.0
+        return position * self.mean_hold_s / self.max_in_flight
+
+    def record_hold(self, seconds: float) -> None:
+        if self.mean_hold_s is None:
+            self.mean_hold_s = seconds
+        else:
+            self.mean_hold_s += self.EWMA_ALPHA * (seconds - self.mean_hold_s)
 
     def release(self) -> None:
         """Free a slot, handing it straight to a waiter if there is one."""
@@ -147,9 +173,11 @@ class AdmissionMiddleware:
         metrics.ADMITTED.inc()
         # The remaining deadline travels with the request to bound its SQL.
         scope.setdefault("state", {})["deadline"] = time.monotonic() + remaining
+        started = time.perf_counter()
         try:
             await self.app(scope, receive, send)
         finally:
+            self.controller.record_hold(time.perf_counter() - started)
             self.controller.release()
 
     async def _refuse(self, send: Send, reason: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field
 
@@ -41,7 +42,8 @@ class ItemCreate(BaseModel):
 class ItemUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    title: str | None = Field(default=None, min_length=1, max_length=255)
+    # May be left out, but not null: the column is NOT NULL (null was a 500).
+    title: str = Field(default=None, min_length=1, max_length=255)  # type: ignore[assignment]
     description: str | None = Field(default=None, max_length=1024)
 
 
@@ -63,6 +65,13 @@ class ItemsPublic(BaseModel):
 
 class Message(BaseModel):
     message: str
+
+
+class UnprocessableBody(BaseModel):
+    """422: validation errors (a list), or an Idempotency-Key reused (a string)."""
+
+    detail: str | list[dict[str, Any]]
+    reason: str
 
 
 class ErrorBody(BaseModel):

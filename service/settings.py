@@ -33,6 +33,8 @@ class Settings(BaseSettings):
         extra="ignore",
         secrets_dir=str(_SECRETS_DIR) if _SECRETS_DIR.is_dir() else None,
         frozen=True,
+        # A refused secret must not be echoed into the logs by the error itself.
+        hide_input_in_errors=True,
     )
 
     environment: Literal["local", "test", "staging", "production"] = "local"
@@ -52,7 +54,7 @@ class Settings(BaseSettings):
     db_connection_budget: int = Field(default=8, ge=1)
     target_latency_ms: int = Field(default=250, ge=1)
     request_deadline_ms: int = Field(default=5000, ge=1)
-    service_time_ms: float = Field(default=5.0, gt=0)
+    service_time_ms: float = Field(default=50.0, gt=0)
     replicas: int = Field(default=1, ge=1)
 
     # Explicit overrides of derived limits; unset means "derive".

@@ -23,7 +23,7 @@ class SizingInputs:
     db_connection_budget: int = 8
     target_latency_ms: int = 250
     request_deadline_ms: int = 5000
-    service_time_ms: float = 5.0
+    service_time_ms: float = 50.0
     replicas: int = 1
     # Explicit overrides; None means "derive".
     workers: int | None = None
@@ -193,11 +193,13 @@ def check(limits: Sizing) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Print Sluice's derived limits.")
     parser.add_argument("--cpu-cores", type=int, default=SizingInputs.cpu_cores)
-    parser.add_argument("--db-connection-budget", type=int, default=8)
-    parser.add_argument("--target-latency-ms", type=int, default=250)
-    parser.add_argument("--request-deadline-ms", type=int, default=5000)
-    parser.add_argument("--service-time-ms", type=float, default=5.0)
-    parser.add_argument("--replicas", type=int, default=1)
+    parser.add_argument(
+        "--db-connection-budget", type=int, default=SizingInputs.db_connection_budget
+    )
+    parser.add_argument("--target-latency-ms", type=int, default=SizingInputs.target_latency_ms)
+    parser.add_argument("--request-deadline-ms", type=int, default=SizingInputs.request_deadline_ms)
+    parser.add_argument("--service-time-ms", type=float, default=SizingInputs.service_time_ms)
+    parser.add_argument("--replicas", type=int, default=SizingInputs.replicas)
     parser.add_argument("--format", choices=["env", "table"], default="env")
     args = parser.parse_args(argv)
     sizing = derive(

@@ -13,6 +13,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from service.db import DEADLINE_KEY
@@ -37,7 +38,13 @@ def get_session(request: Request) -> Iterator[Session]:
     try:
         yield session
     finally:
-        session.close()
+        try:
+            session.close()
+        except SQLAlchemyError:
+            # The connection died with the database (rollback on close failed).
+            # The answer, a 503, is already sent: drop the connection instead of
+            # raising after the response started (nginx would see a 502).
+            session.invalidate()
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

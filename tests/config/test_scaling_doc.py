@@ -8,7 +8,7 @@ from tests.config.deployment import ROOT
 HEADER = (
     "| replicas | Gunicorn workers | L per worker (= pool) | queue per worker "
     "| app→PgBouncer clients | PgBouncer server conns | PostgreSQL max_connections "
-    "| capacity (req/s at 5 ms) |"
+    "| capacity estimate (req/s) |"
 )
 
 

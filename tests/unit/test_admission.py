@@ -105,3 +105,29 @@ def test_a_request_that_spent_its_deadline_upstream_is_refused_at_once(
     fresh = client.get("/api/v1/items/", headers={"X-Request-Start": f"t={time.time():.3f}"})
     assert fresh.status_code == 401  # admitted, then refused for lack of a token
     assert client.get("/healthz", headers={"X-Request-Start": stale}).status_code == 200
+
+
+def test_a_wait_that_cannot_end_in_time_is_refused_at_once() -> None:
+    async def scenario() -> tuple[str | None, float, str | None]:
+        controller = AdmissionController(max_in_flight=2, queue_length=100)
+        for _ in range(20):
+            controller.record_hold(0.1)  # requests hold a slot ~100 ms
+        await controller.acquire(1)
+        await controller.acquire(1)
+        # First in line: expected 1 x 0.1 / 2 = 50 ms, within a 200 ms limit.
+        waiting = asyncio.ensure_future(controller.acquire(0.2))
+        await asyncio.sleep(0)
+        # Fifth in line would expect 250 ms: refused now, not after 200 ms.
+        for _ in range(3):
+            asyncio.ensure_future(controller.acquire(0.2))
+        await asyncio.sleep(0)
+        start = time.perf_counter()
+        refused = await controller.acquire(0.2)
+        elapsed = time.perf_counter() - start
+        controller.release()
+        return await waiting, elapsed, refused
+
+    admitted, elapsed, refused = _run(scenario())  # type: ignore[misc]
+    assert admitted is None
+    assert refused == "queue_wait_predicted"
+    assert elapsed < 0.05

@@ -8,7 +8,14 @@ from fastapi.responses import JSONResponse
 
 from service import crud, idempotency
 from service.api.deps import CurrentUser, SessionDep
-from service.schemas import ItemCreate, ItemPublic, ItemsPublic, ItemUpdate, Message
+from service.schemas import (
+    ItemCreate,
+    ItemPublic,
+    ItemsPublic,
+    ItemUpdate,
+    Message,
+    UnprocessableBody,
+)
 
 router = APIRouter(prefix="/items", tags=["items"])
 
@@ -34,7 +41,12 @@ def read_items(
     return ItemsPublic(data=[ItemPublic.model_validate(i) for i in items], count=count)
 
 
-@router.post("/", response_model=ItemPublic, status_code=201)
+@router.post(
+    "/",
+    response_model=ItemPublic,
+    status_code=201,
+    responses={422: {"model": UnprocessableBody}},
+)
 def create_item(
     request: Request,
     session: SessionDep,
