@@ -98,3 +98,10 @@ def test_not_found_and_internal_paths_are_json(api: Api, stack: RunningStack) ->
         assert response.status_code == 404, path
     # The metrics endpoint exists, but only on its internal port.
     assert httpx.get(stack.env["SLUICE_METRICS_URL"]).status_code == 200
+
+
+def test_oversized_request_line_and_headers_are_json_4xx(api: Api) -> None:
+    long_uri = api.http.get("/api/v1/items/?q=" + "a" * 20_000)
+    assert long_uri.status_code == 414 and long_uri.json()["reason"] == "uri_too_long"
+    big_header = api.http.get("/api/v1/items/", headers={"X-Big": "a" * 20_000})
+    assert big_header.status_code == 400 and big_header.json()["reason"] == "bad_request"

@@ -1,0 +1,330 @@
+"""Bad input and abuse through nginx, on the edge stack (port base 27200)."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import uuid
+import warnings
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import jwt
+import psycopg2
+import pytest
+
+from service.settings import DEFAULT_SECRET
+from tests.reliability.conftest import committed_items, new_user, record
+from tests.reliability.load import LEAK_MARKERS
+from tests.stackctl import RunningStack
+
+pytestmark = pytest.mark.stack
+
+ITEMS = "/api/v1/items/"
+
+
+def assert_clean_error(response: httpx.Response, status: int | tuple[int, ...]) -> None:
+    """An error answer: the expected status, a JSON reason, nothing internal."""
+    expected = status if isinstance(status, tuple) else (status,)
+    assert response.status_code in expected, (response.status_code, response.text)
+    assert response.headers["content-type"].startswith("application/json"), response.headers
+    assert response.json()["reason"]
+    assert not any(marker in response.text.lower() for marker in LEAK_MARKERS), response.text
+
+
+def test_schemathesis_finds_no_server_error(edge_stack: RunningStack, tmp_path: Path) -> None:
+    """Generated valid and invalid requests for every operation, through nginx.
+
+    Bounded: a fixed seed, 25 examples per operation, no stateful phase.
+    Checks: no 5xx, responses conform to the schema (content type and body),
+    and invalid data is rejected with a 4xx.
+    """
+    _, token = new_user(edge_stack.url)
+    st = shutil.which("st") or str(Path(__file__).resolve().parents[2] / ".venv" / "bin" / "st")
+    started = time.monotonic()
+    result = subprocess.run(
+        [
+            st,
+            "run",
+            f"{edge_stack.url}/api/v1/openapi.json",
+            "--url",
+            edge_stack.url,
+            "-H",
+            f"Authorization: Bearer {token}",
+            "--checks",
+            "not_a_server_error,response_schema_conformance,"
+            "content_type_conformance,negative_data_rejection",
+            "--max-examples",
+            "25",
+            "--phases",
+            "examples,coverage,fuzzing",
+            "--generation-database",
+            "none",
+            "--seed",
+            "1",
+            "--workers",
+            "2",
+            "--request-timeout",
+            "10",
+            "--no-color",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    record("schemathesis", exit_code=result.returncode, seconds=time.monotonic() - started)
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+
+
+def test_oversized_body_is_refused_by_nginx(edge_stack: RunningStack) -> None:
+    _, token = new_user(edge_stack.url)
+    headers = {"Authorization": f"Bearer {token}"}
+    body = '{"title": "' + "x" * 100_000 + '"}'
+    with httpx.Client(base_url=edge_stack.url, timeout=10) as http:
+        response = http.post(ITEMS, content=body, headers=headers)
+        assert_clean_error(response, 413)
+        assert response.json()["layer"] == "nginx"
+
+        def chunks() -> object:
+            for _ in range(100):
+                yield b"x" * 1024
+
+        chunked = http.post(ITEMS, content=chunks(), headers=headers)  # type: ignore[arg-type]
+        assert_clean_error(chunked, 413)
+
+
+def test_oversized_and_too_many_headers_are_refused_by_nginx(edge_stack: RunningStack) -> None:
+    with httpx.Client(base_url=edge_stack.url, timeout=10) as http:
+        big = http.get("/healthz", headers={"X-Big": "a" * 16_000})
+        assert_clean_error(big, (400, 431))
+        many = http.get("/healthz", headers={f"X-H{n}": "b" * 1000 for n in range(64)})
+        assert_clean_error(many, (400, 431))
+        assert big.json()["layer"] == many.json()["layer"] == "nginx"
+
+
+def _slow_client(port: int, request: bytes, results: list[tuple[float, bytes]]) -> None:
+    """Send `request` then stall; record when and how nginx hung up."""
+    start = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(request)
+        data = b""
+        try:
+            while chunk := sock.recv(4096):
+                data += chunk
+        except OSError:
+            pass
+    results.append((time.monotonic() - start, data))
+
+
+def test_slow_clients_are_cut_off_without_reaching_the_app(edge_stack: RunningStack) -> None:
+    """Slow-header and slow-body clients: nginx hangs up after its client timeouts.
+
+    Meanwhile normal requests are served at once: nginx buffers the whole
+    request before proxying, so the app never sees the stalled ones.
+    """
+    _, token = new_user(edge_stack.url)
+    port = edge_stack.port_base
+    slow_header = b"GET /api/v1/users/me HTTP/1.1\r\nHost: x\r\nX-Slow: "
+    slow_body = (
+        b"POST /api/v1/items/ HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Authorization: Bearer " + token.encode() + b"\r\nContent-Length: 1000\r\n\r\n{"
+    )
+    results: list[tuple[float, bytes]] = []
+    clients = [
+        threading.Thread(target=_slow_client, args=(port, request, results))
+        for request in [slow_header] * 20 + [slow_body] * 20
+    ]
+    for client in clients:
+        client.start()
+    time.sleep(1)
+    latencies = []
+    with httpx.Client(base_url=edge_stack.url, timeout=5) as http:
+        for _ in range(20):
+            start = time.monotonic()
+            response = http.get("/api/v1/users/me", headers={"Authorization": f"Bearer {token}"})
+            latencies.append(time.monotonic() - start)
+            assert response.status_code == 200
+    for client in clients:
+        client.join(timeout=30)
+    assert len(results) == len(clients)
+    cut_after = [elapsed for elapsed, _ in results]
+    # NGINX_CLIENT_TIMEOUT=5s: cut off after it, well before the 30 s socket timeout.
+    assert all(4 <= t < 10 for t in cut_after), cut_after
+    assert max(latencies) < 1.0, latencies
+    access = (edge_stack.state / "logs" / "access.log").read_text()
+    timed_out = [line for line in access.splitlines() if '"status":408' in line]
+    assert timed_out and all('"upstream_addr":""' in line for line in timed_out)
+    record(
+        "slow clients (20 slow-header + 20 slow-body)",
+        cut_off_after_s=f"{min(cut_after):.1f}-{max(cut_after):.1f}",
+        normal_request_max_s=max(latencies),
+    )
+
+
+def test_malformed_json_and_wrong_types_are_422(edge_stack: RunningStack) -> None:
+    _, token = new_user(edge_stack.url)
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    with httpx.Client(base_url=edge_stack.url, timeout=10) as http:
+        for body in ('{"title": ', "not json", '{"title": 5}', '{"title": []}', "[]", '""'):
+            assert_clean_error(http.post(ITEMS, content=body, headers=headers), 422)
+        assert_clean_error(http.get(f"{ITEMS}not-a-uuid", headers=headers), 422)
+        assert_clean_error(http.get(f"{ITEMS}?limit=abc", headers=headers), 422)
+        item = http.post(ITEMS, json={"title": "t"}, headers=headers).json()
+        for update in ({"title": None}, {"title": ""}, {"owner_id": str(uuid.uuid4())}):
+            assert_clean_error(http.put(f"{ITEMS}{item['id']}", json=update, headers=headers), 422)
+
+
+def test_bad_tokens_are_401(edge_stack: RunningStack) -> None:
+    user, token = new_user(edge_stack.url)
+    now = datetime.now(UTC)
+    claims = {"sub": user["id"], "exp": now + timedelta(hours=1)}
+    header, payload, signature = token.split(".")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # PyJWT warns about the short test keys
+        tokens = {
+            "forged": jwt.encode(claims, "not-the-secret-key-not-the-secret", algorithm="HS256"),
+            "expired": jwt.encode({**claims, "exp": now - timedelta(minutes=1)}, DEFAULT_SECRET),
+            "alg_none": jwt.encode(claims, None, algorithm="none"),
+            "other_alg": jwt.encode(claims, DEFAULT_SECRET, algorithm="HS512"),
+            "no_exp": jwt.encode({"sub": user["id"]}, DEFAULT_SECRET),
+            "unknown_user": jwt.encode({**claims, "sub": str(uuid.uuid4())}, DEFAULT_SECRET),
+            "tampered": f"{header}.{payload[:-2]}AA.{signature}",
+            "garbage": "garbage",
+        }
+    with httpx.Client(base_url=edge_stack.url, timeout=10) as http:
+        assert http.get("/api/v1/users/me", headers={"Authorization": f"Bearer {token}"}).is_success
+        for name, bad in tokens.items():
+            response = http.get("/api/v1/users/me", headers={"Authorization": f"Bearer {bad}"})
+            assert response.status_code == 401, name
+            assert_clean_error(response, 401)
+        assert_clean_error(http.get("/api/v1/users/me"), 401)
+
+
+def test_sql_looking_strings_are_stored_verbatim(edge_stack: RunningStack) -> None:
+    _, token = new_user(edge_stack.url)
+    headers = {"Authorization": f"Bearer {token}"}
+    strings = [
+        "'; DROP TABLE items; --",
+        '" OR 1=1 --',
+        "1'); DELETE FROM users WHERE ('1'='1",
+        "%' OR title LIKE '%",
+        "$$; SELECT pg_sleep(10); $$",
+        "\\x00 \\' \\\" ` ; /* */",
+        "Robert'); DROP TABLE students;-- 🦆",
+    ]
+    ids = {}
+    with httpx.Client(base_url=edge_stack.url, timeout=10) as http:
+        for text in strings:
+            response = http.post(ITEMS, json={"title": text, "description": text}, headers=headers)
+            assert response.status_code == 201, response.text
+            assert response.json()["title"] == text
+            ids[response.json()["id"]] = text
+        for item_id, text in ids.items():
+            fetched = http.get(f"{ITEMS}{item_id}", headers=headers).json()
+            assert fetched["title"] == fetched["description"] == text
+    assert committed_items(edge_stack.database_url, list(ids)) == ids
+
+
+def test_users_cannot_touch_each_others_items(edge_stack: RunningStack) -> None:
+    """Every item route, as another user: indistinguishable from a missing item."""
+    owner, owner_token = new_user(edge_stack.url)
+    _, other_token = new_user(edge_stack.url)
+    own = {"Authorization": f"Bearer {owner_token}"}
+    other = {"Authorization": f"Bearer {other_token}"}
+    with httpx.Client(base_url=edge_stack.url, timeout=10) as http:
+        item = http.post(ITEMS, json={"title": "private"}, headers=own).json()
+        url = f"{ITEMS}{item['id']}"
+        missing = f"{ITEMS}{uuid.uuid4()}"
+        for method, path, body in (
+            ("GET", url, None),
+            ("PUT", url, {"title": "stolen"}),
+            ("DELETE", url, None),
+        ):
+            response = http.request(method, path, json=body, headers=other)
+            assert_clean_error(response, 404)
+            twin = http.request(method, missing, json=body, headers=other)
+            assert response.json() == twin.json()
+        listing = http.get(ITEMS, headers=other).json()
+        assert listing == {"data": [], "count": 0}
+        # Claiming ownership in a body is refused, and keys are per user.
+        assert_clean_error(
+            http.post(ITEMS, json={"title": "x", "owner_id": owner["id"]}, headers=other), 422
+        )
+        key = {"Idempotency-Key": f"shared-{uuid.uuid4()}"}
+        first = http.post(ITEMS, json={"title": "a"}, headers={**own, **key}).json()
+        second = http.post(ITEMS, json={"title": "b"}, headers={**other, **key}).json()
+        assert first["id"] != second["id"] and second["title"] == "b"
+        for method in ("PUT", "DELETE", "GET"):
+            assert http.request(method, url, headers=other).status_code in (404, 422)
+        assert http.get(url, headers=own).json()["title"] == "private"
+    with psycopg2.connect(edge_stack.database_url) as conn, conn.cursor() as cur:
+        cur.execute("SELECT title, owner_id::text FROM items WHERE id = %s", (item["id"],))
+        assert cur.fetchone() == ("private", owner["id"])
+    conn.close()
+
+
+def test_signup_cannot_create_a_superuser(edge_stack: RunningStack) -> None:
+    email = f"admin-{uuid.uuid4().hex[:8]}@example.com"
+    with httpx.Client(base_url=edge_stack.url, timeout=10) as http:
+        for extra in ({"is_superuser": True}, {"is_active": True, "is_superuser": "true"}):
+            response = http.post(
+                "/api/v1/users/signup", json={"email": email, "password": "pw-123456", **extra}
+            )
+            assert_clean_error(response, 422)
+        response = http.post("/api/v1/users/signup", json={"email": email, "password": "pw-123456"})
+        assert response.status_code == 201 and response.json()["is_superuser"] is False
+    with psycopg2.connect(edge_stack.database_url) as conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*), bool_or(is_superuser) FROM users WHERE email = %s", (email,))
+        assert cur.fetchone() == (1, False)
+    conn.close()
+
+
+def login_storm(base_url: str, email: str, attempts: int = 40) -> list[httpx.Response]:
+    """Failed logins from one address, 8 at a time (argon2 makes each one slow)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def attempt(n: int) -> httpx.Response:
+        return httpx.post(
+            f"{base_url}/api/v1/login/access-token",
+            data={"username": email, "password": f"wrong-{n}"},
+            timeout=10,
+        )
+
+    with ThreadPoolExecutor(8) as pool:
+        return list(pool.map(attempt, range(attempts)))
+
+
+def test_brute_force_logins_are_rate_limited(edge_stack: RunningStack) -> None:
+    user, _ = new_user(edge_stack.url)
+    time.sleep(2.5)  # an empty login bucket (NGINX_LOGIN_BURST=10, 5r/s)
+    started = time.monotonic()
+    responses = login_storm(edge_stack.url, user["email"])
+    elapsed = time.monotonic() - started
+    statuses = [r.status_code for r in responses]
+    # 503: admission refusing argon2-bound logins beyond its limit, also a "not now".
+    assert set(statuses) <= {400, 429, 503}, statuses
+    for response in responses:
+        if response.status_code in (429, 503):
+            assert_clean_error(response, (429, 503))
+            assert response.headers["Retry-After"]
+    # Password checks allowed: the burst (10) plus 5 per second, nothing more.
+    checked = statuses.count(400)
+    assert checked <= 10 + 5 * elapsed + 1, (checked, elapsed)
+    # Cheap attempts (no password check) show the limit itself: 429 beyond the burst.
+    with httpx.Client(base_url=edge_stack.url, timeout=10) as http:
+        quick = [http.post("/api/v1/login/access-token").status_code for _ in range(30)]
+    assert quick.count(429) >= 10, quick
+    record(
+        "brute-force logins",
+        attempts=40,
+        seconds=elapsed,
+        password_checked=checked,
+        refused_429=statuses.count(429) + quick.count(429),
+        shed_503=statuses.count(503),
+    )
