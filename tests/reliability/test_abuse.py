@@ -157,14 +157,24 @@ def test_slow_clients_are_cut_off_without_reaching_the_app(edge_stack: RunningSt
     # NGINX_CLIENT_TIMEOUT=5s: cut off after it, well before the 30 s socket timeout.
     assert all(4 <= t < 10 for t in cut_after), cut_after
     assert max(latencies) < 1.0, latencies
-    access = (edge_stack.state / "logs" / "access.log").read_text()
-    timed_out = [line for line in access.splitlines() if '"status":408' in line]
+    timed_out = _logged_408s(edge_stack, expected=len(clients))
     assert timed_out and all('"upstream_addr":""' in line for line in timed_out)
     record(
         "slow clients (20 slow-header + 20 slow-body)",
         cut_off_after_s=f"{min(cut_after):.1f}-{max(cut_after):.1f}",
         normal_request_max_s=max(latencies),
     )
+
+
+def _logged_408s(stack: RunningStack, expected: int, wait_s: float = 10.0) -> list[str]:
+    """The access log's 408 lines; nginx writes its buffered log at least every second."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        access = (stack.state / "logs" / "access.log").read_text()
+        lines = [line for line in access.splitlines() if '"status":408' in line]
+        if len(lines) >= expected or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.5)
 
 
 def test_malformed_json_and_wrong_types_are_422(edge_stack: RunningStack) -> None:

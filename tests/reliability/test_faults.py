@@ -299,9 +299,16 @@ def test_slow_database_is_shed(faults: Faults) -> None:
     assert all(status in (200, 429, 503) for _, status, _ in me)
     assert max(t for *_, t in me) < BOUND_S
     # Afterwards the load is still more than the stack admits (16 clients, no
-    # pause), so admission keeps shedding, but no query waits on the database.
-    after = [o for o in results.outcomes if o.start > released + 1.0]
-    assert sum(o.ok for o in after) > len(after) / 2, results.statuses(after)
+    # pause), so nginx and admission keep shedding; but the stack serves at
+    # about the rate it served before the lock, and no query waits on the database.
+    before = [o for o in results.outcomes if locked - 1.0 <= o.start < locked]
+    after = [o for o in results.outcomes if released + 1.0 < o.start < released + 3.0]
+    served_before = sum(o.ok for o in before)
+    served_after = sum(o.ok for o in after) / 2.0  # per second, over 2 s
+    assert served_after >= 0.5 * served_before > 0, (
+        served_before,
+        results.statuses(after),
+    )
     assert not [o for o in after if o.reason == "statement_timeout"]
     record(
         "slow database (table lock 8 s)",
