@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help install packages up down status test lint fmt bench sizing sizing-staging sizing-k8s-staging grafana clean
+.PHONY: help install packages up down status test lint fmt bench bench-discipline sizing sizing-staging sizing-k8s-staging grafana clean
 
 help:
 	@echo "make up       start the whole local stack (installs what is missing)"
@@ -13,6 +13,7 @@ help:
 	@echo "make down     stop the local stack (exactly the processes it started)"
 	@echo "make status   show the stack's processes and URLs"
 	@echo "make bench    the overload benchmark (Sluice vs a plain deployment)"
+	@echo "make bench-discipline  FIFO vs LIFO admission queue under the same load"
 	@echo "make lint     ruff, ruff format --check, mypy strict on service/"
 	@echo "make fmt      ruff format and autofix"
 
@@ -51,6 +52,10 @@ test: install lint
 
 bench: install
 	$(PY) -m bench
+
+# FIFO vs LIFO admission queue under the same load (docs/benchmark.md).
+bench-discipline: install
+	$(PY) -m bench.discipline
 
 sizing: $(STAMP)
 	$(PY) -m service.sizing --format table

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.database import Integrity
+from bench.discipline import render as render_discipline
+from bench.discipline import waited_refusals
 from bench.procedure import BenchResult, DeploymentResult, Run, parse_options
 from bench.report import evaluate_targets, render, write
 from bench.stats import Outcome, summarize
@@ -88,3 +91,31 @@ def test_sampler_reports_memory_and_cpu_of_a_process_tree() -> None:
         sum(i * i for i in range(200_000))
     assert sampler.peak_mb["self"] > 1
     assert sampler.cpu_s["self"] >= 0
+
+
+def test_discipline_report_tells_refusals_on_arrival_from_refusals_after_waiting(
+    tmp_path: Path,
+) -> None:
+    options = parse_options(["--quick", "--out", str(tmp_path)])
+    fifo = _run("fifo", "2x", 200, 0.050, rejected=90)
+    outcomes = [Outcome("get", 200, 0.020, 0.001) for _ in range(100)]
+    outcomes += [
+        Outcome("get", 503, 0.160, 0.001, body=b'{"reason":"queue_timeout"}') for _ in range(60)
+    ]
+    outcomes += [
+        Outcome("get", 503, 0.010, 0.001, body=b'{"reason":"queue_full"}') for _ in range(20)
+    ]
+    outcomes += [
+        Outcome("get", 503, 0.001, 0.001, body=b'{"layer":"nginx","reason":"connection_limit"}')
+        for _ in range(20)
+    ]
+    lifo = replace(
+        fifo, deployment="lifo", summary=summarize(outcomes, offered_rps=200, duration_s=1.0)
+    )
+    assert waited_refusals(fifo) == 0.0
+    assert waited_refusals(lifo) == 0.75  # nginx's refusals are not the queue's
+    text = render_discipline(200.0, [lifo, fifo], options, elapsed_s=60.0)
+    rows = [line for line in text.splitlines() if line.startswith(("| fifo", "| lifo"))]
+    assert [row.split(" | ")[0] for row in rows] == ["| fifo", "| lifo"]
+    assert "| 75 % |" in rows[1] and "| 0 % |" in rows[0]
+    assert "app:queue_timeout 60 (p99 160 ms)" in rows[1]

@@ -402,7 +402,7 @@ def robustness_problems(model: Mapping[str, Any]) -> list[str]:
     return problems
 
 
-def _duration_s(value: Any) -> float:
+def duration_s(value: Any) -> float:
     """Compose durations come back as nanoseconds (json) or strings like '30s'."""
     if isinstance(value, int | float):
         return value / 1e9
@@ -429,7 +429,7 @@ def app_shape_problems(model: Mapping[str, Any], sizing: Mapping[str, str]) -> l
         problems.append(
             f"app cpus limit ({cpus}) != SLUICE_CPU_CORES ({sizing['SLUICE_CPU_CORES']})"
         )
-    grace = _duration_s(app.get("stop_grace_period", "10s"))
+    grace = duration_s(app.get("stop_grace_period", "10s"))
     if grace <= settings.graceful_timeout_s:
         problems.append(
             f"app stop_grace_period ({grace:g}s) must exceed Gunicorn's graceful_timeout "

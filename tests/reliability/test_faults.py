@@ -213,11 +213,13 @@ def test_nginx_reload_under_load(faults: Faults) -> None:
 
 
 def test_gunicorn_rolling_reload_hup(faults: Faults) -> None:
-    """SIGHUP to Gunicorn: every worker is replaced; no request hangs or is half-applied.
+    """SIGHUP to Gunicorn: every worker is replaced and no request is lost.
 
-    A request nginx sends on a keep-alive connection an old worker is closing
-    at that instant fails as a 502 that was never applied (checked in
-    PostgreSQL below), so a retry, with an Idempotency-Key for a POST, is safe.
+    A stopping worker leaves its idle keep-alive connections for nginx to
+    close (service/worker.py), so nginx never writes a request into a
+    connection that is being cut: no 502, not even for a POST nginx may not
+    retry. The only refusals allowed are admission's honest 503s while the new
+    workers start on a busy machine.
     """
     master = faults.pids["gunicorn"]
     with faults.load(clients=6, pause_s=0.02) as load:
@@ -233,10 +235,9 @@ def test_gunicorn_rolling_reload_hup(faults: Faults) -> None:
         )
         time.sleep(4)
     results = load.results
-    check_invariants(faults, results, allowed={502, 503})
-    lost = [o.title for o in results.of("write") if o.status == 502]
-    assert not items_with_titles(faults.stack.database_url, lost), "a 502 write was applied"
-    assert len(results.failures) <= max(3, len(results.outcomes) // 100), results.summary()
+    check_invariants(faults, results, allowed={503})
+    assert all(o.reason in ADMISSION_SHED for o in results.failures), results.summary()
+    assert len(results.failures) <= len(results.outcomes) // 100, results.summary()
     assert faults.pids["gunicorn"] in {p.pid for p in psutil.process_iter()}
     record(
         "gunicorn HUP rolling reload",
@@ -397,11 +398,20 @@ def test_postgres_down_ten_seconds(faults: Faults) -> None:
     results = load.results
     check_invariants(faults, results, allowed={503})
     failed = results.failures
-    assert {o.reason for o in failed} <= {"db_unavailable", "deadline_exceeded"}, failed[:3]
+    # While connects to the dead server fail, slots can stay busy long enough
+    # for admission to shed too: also a fast 503 that did nothing.
+    expected = {"db_unavailable", "deadline_exceeded"} | ADMISSION_SHED
+    assert {o.reason for o in failed} <= expected, failed[:3]
+    assert any(o.reason == "db_unavailable" for o in failed), results.summary()
     fast = [o for o in failed if o.elapsed < 1.0]
     assert len(fast) >= 0.95 * len(failed), "requests waited instead of failing fast"
     during = [p for p in ready_probes if stopped + 1 < p[0] < back - 1]
-    assert during and all(p[1] == 503 and p[2] == "db_unavailable" for p in during), during
+    # Not ready either way: the probe found the database gone, or every pooled
+    # connection busy with requests failing to reach it.
+    not_ready = {"db_unavailable", "pool_saturated"}
+    assert during, ready_probes
+    assert [p for p in during if p[1] != 503 or p[2] not in not_ready] == []
+    assert any(p[2] == "db_unavailable" for p in during), during
     assert max(p[3] for p in during) < 1.0
     recovery = _recovery(results, back)
     assert recovery < 5, results.summary()

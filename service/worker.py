@@ -1,0 +1,45 @@
+"""The Gunicorn worker: Uvicorn's, except that a stopping worker never closes an idle connection.
+
+HTTP/1.1 cannot tell a client "do not reuse this connection" except in a
+response. Uvicorn's graceful shutdown closes idle keep-alive connections at
+once, and nginx may be writing the next request into one of them at that very
+moment: it gets a reset, and it may not retry a POST (the app might have seen
+it), so a rolling reload (HUP) under load answered an odd request with 502.
+
+Here a stopping worker leaves idle connections open: a request still arriving
+on one is served with `Connection: close`, and the rest are closed by nginx
+itself after its upstream keepalive_timeout (NGINX_UPSTREAM_IDLE_TIMEOUT, kept
+shorter than Gunicorn's graceful_timeout). Whoever closes an idle connection
+must be the side that would send on it next; that is nginx.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn_worker import UvicornWorker
+
+
+class DrainingHttpToolsProtocol(HttpToolsProtocol):
+    """httptools protocol whose shutdown only stops keep-alive, never cuts an idle connection."""
+
+    draining = False
+
+    def shutdown(self) -> None:
+        self.draining = True
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.cycle.keep_alive = False
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        if self.draining and self.cycle is not None:
+            # The answer carries `Connection: close` and the connection ends with it.
+            self.cycle.keep_alive = False
+
+
+class SluiceUvicornWorker(UvicornWorker):  # type: ignore[misc]  # uvicorn-worker has no hints
+    CONFIG_KWARGS: ClassVar[dict[str, Any]] = {
+        **UvicornWorker.CONFIG_KWARGS,
+        "http": f"{__name__}:DrainingHttpToolsProtocol",
+    }
