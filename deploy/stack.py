@@ -306,6 +306,14 @@ class Supervisor:
         socket_dir = layout.state / "pgsocket"
         if os.geteuid() == 0:
             shutil.chown(layout.state, DB_SERVICE_USER)
+            reachable = subprocess.run(_as_db_user(["test", "-x", str(layout.state)]), check=False)
+            if reachable.returncode != 0:
+                raise StackError(
+                    f"PostgreSQL runs as the {DB_SERVICE_USER} user, which cannot reach "
+                    f"{layout.state}: a parent directory is not searchable by others. "
+                    "Run `chmod o+x` on it, or set SLUICE_STATE_DIR to a path under a "
+                    "searchable directory."
+                )
             for path in (socket_dir, layout.rendered, layout.logs):
                 for sub in [path, *path.rglob("*")]:
                     shutil.chown(sub, DB_SERVICE_USER)

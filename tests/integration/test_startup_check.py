@@ -3,22 +3,21 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
 
 from tests.stackctl import ROOT
 
 
-def test_launcher_refuses_inconsistent_limits(tmp_path: object) -> None:
-    env = dict(
-        os.environ,
-        SLUICE_STATE_DIR=str(ROOT / ".sluice-test-refused"),
-        SLUICE_PORT_BASE="24600",
-        SLUICE_WORKERS="2",
-        SLUICE_DB_POOL_SIZE="50",
-    )
-    result = subprocess.run(
-        [sys.executable, "-m", "deploy.stack", "up"],
+def _launcher(command: str, env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "deploy.stack", command],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -26,17 +25,20 @@ def test_launcher_refuses_inconsistent_limits(tmp_path: object) -> None:
         timeout=120,
         check=False,
     )
+
+
+def test_launcher_refuses_inconsistent_limits() -> None:
+    env = dict(
+        os.environ,
+        SLUICE_STATE_DIR=str(ROOT / ".sluice-test-refused"),
+        SLUICE_PORT_BASE="24600",
+        SLUICE_WORKERS="2",
+        SLUICE_DB_POOL_SIZE="50",
+    )
+    result = _launcher("up", env)
     assert result.returncode != 0
     assert "pool_size 50" in result.stderr and "max_client_conn" in result.stderr, result.stderr
-    status = subprocess.run(
-        [sys.executable, "-m", "deploy.stack", "status"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    status = _launcher("status", env)
     assert "not running" in status.stdout
 
 
@@ -53,3 +55,17 @@ def test_gunicorn_refuses_inconsistent_limits() -> None:
     )
     assert result.returncode != 0
     assert "exceeds PgBouncer max_client_conn" in result.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root drops to the postgres user")
+def test_launcher_says_when_postgres_cannot_reach_the_state_directory() -> None:
+    private = Path(tempfile.mkdtemp(prefix="sluice-private-"))  # mode 0700, owned by root
+    try:
+        env = dict(os.environ, SLUICE_STATE_DIR=str(private / "state"), SLUICE_PORT_BASE="24650")
+        result = _launcher("up", env)
+        assert result.returncode != 0
+        assert "cannot reach" in result.stderr and "chmod o+x" in result.stderr, result.stderr
+        assert "not running" in _launcher("status", env).stdout
+    finally:
+        _launcher("down", env)
+        shutil.rmtree(private, ignore_errors=True)
