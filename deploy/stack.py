@@ -66,6 +66,8 @@ REQUIRED_BINARIES = {
 PG_BIN_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
 START_TIMEOUT_S = 90
 DB_SERVICE_USER = "postgres"
+# Creates the app's role and database; the postgres image runs it too.
+ROLE_SCRIPT = ROOT / "deploy" / "postgres-init" / "10-sluice-role.sh"
 
 
 class StackError(RuntimeError):
@@ -364,35 +366,6 @@ class Supervisor:
         )
         self._wait_postgres_accepts()
 
-    def _psql(self, sql: str, database: str = "postgres") -> str:
-        result = subprocess.run(
-            [
-                _binary("psql"),
-                "-X",
-                "-q",
-                "-t",
-                "-A",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(self.layout.ports["postgres"]),
-                "-U",
-                "postgres",
-                "-d",
-                database,
-                "-c",
-                sql,
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if result.returncode != 0:
-            raise StackError(f"psql failed: {result.stderr.strip()}")
-        return result.stdout.strip()
-
     def _wait_postgres_accepts(self) -> None:
         # The port opens before recovery ends; pg_isready waits for "accepting".
         subprocess.run(
@@ -410,14 +383,20 @@ class Supervisor:
         )
 
     def _ensure_database(self) -> None:
-        user, db = self.env["SLUICE_DB_USER"], self.env["SLUICE_DB_NAME"]
-        password = self.env["SLUICE_DB_PASSWORD"].replace("'", "''")
-        if not self._psql(f"SELECT 1 FROM pg_roles WHERE rolname = '{user}'"):
-            self._psql(f"CREATE ROLE \"{user}\" LOGIN PASSWORD '{password}'")
-        if not self._psql(f"SELECT 1 FROM pg_database WHERE datname = '{db}'"):
-            self._psql(f'CREATE DATABASE "{db}" OWNER "{user}"')
-        # The postgres exporter reads statistics as this monitoring role.
-        self._psql(f'GRANT pg_monitor TO "{user}"')
+        # The same script the postgres image runs on a new volume (compose, k8s).
+        psql_dir = str(Path(_binary("psql")).parent)
+        env = {
+            **self.env,
+            "PATH": f"{psql_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+            "PGHOST": "127.0.0.1",
+            "PGPORT": str(self.layout.ports["postgres"]),
+            "POSTGRES_USER": "postgres",
+        }
+        result = subprocess.run(
+            [str(ROLE_SCRIPT)], env=env, capture_output=True, text=True, check=False
+        )
+        if result.returncode != 0:
+            raise StackError(f"{ROLE_SCRIPT.name} failed: {result.stderr.strip()}")
 
     def start_pgbouncer(self) -> None:
         ini = self.layout.rendered / "pgbouncer" / "pgbouncer.ini"

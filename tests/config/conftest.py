@@ -17,6 +17,7 @@ def staging_env_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     filled = {
         "SLUICE_SECRET_KEY": secrets.token_urlsafe(48),
         "SLUICE_DB_PASSWORD": secrets.token_urlsafe(24),
+        "POSTGRES_PASSWORD": secrets.token_urlsafe(24),
         "GRAFANA_ADMIN_PASSWORD": secrets.token_urlsafe(16),
     }
     lines = []

@@ -42,7 +42,8 @@ def test_has_no_version_key() -> None:
 
 
 @pytest.mark.parametrize(
-    "missing", ["SLUICE_SECRET_KEY", "SLUICE_DB_PASSWORD", "GRAFANA_ADMIN_PASSWORD"]
+    "missing",
+    ["SLUICE_SECRET_KEY", "SLUICE_DB_PASSWORD", "POSTGRES_PASSWORD", "GRAFANA_ADMIN_PASSWORD"],
 )
 def test_refuses_to_start_without_a_secret(
     staging_env_file: Path, tmp_path: Path, missing: str
@@ -157,6 +158,7 @@ def test_config_files_beyond_templates_are_the_repo_files(compose_model: dict[st
     for path in (
         observability.PROMETHEUS_DIR / "rules",
         observability.MTAIL_PROGS,
+        ROOT / "deploy" / "postgres-init",
         ROOT / "grafana" / "provisioning",
         ROOT / "grafana" / "dashboards",
     ):

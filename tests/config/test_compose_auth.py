@@ -1,11 +1,12 @@
-"""The compose deployment's database authentication, run for real: SCRAM, not trust.
+"""The compose deployment's database roles and authentication, run for real: SCRAM, not trust.
 
 No Docker engine here, so the test does what the postgres image's entrypoint
 and the `config` service do, with the values `docker compose config` resolves:
-initdb with POSTGRES_INITDB_ARGS and the password, PostgreSQL with the rendered
-postgresql.conf, PgBouncer with the rendered pgbouncer.ini and userlist.txt.
-Then a client gets in only with the right password, through PgBouncer and
-directly, and the stored verifier is SCRAM.
+initdb with POSTGRES_INITDB_ARGS and the superuser's password, the init
+scripts compose mounts, PostgreSQL with the rendered postgresql.conf, PgBouncer
+with the rendered pgbouncer.ini and userlist.txt. Then a client gets in only with the right
+password, through PgBouncer and directly; the stored verifiers are SCRAM; and
+the app's role owns its database without being a superuser.
 """
 
 from __future__ import annotations
@@ -68,7 +69,21 @@ def _connect(port: int, user: str, password: str, dbname: str) -> Any:
     )
 
 
-def test_postgres_and_pgbouncer_accept_only_the_password_over_scram(
+def _init_scripts(postgres_service: dict[str, Any]) -> list[Path]:
+    """The scripts compose mounts where the image's entrypoint runs them."""
+    for volume in postgres_service["volumes"]:
+        if volume["target"] == "/docker-entrypoint-initdb.d":
+            return sorted(Path(volume["source"]).glob("*.sh"))
+    raise AssertionError("nothing mounted at /docker-entrypoint-initdb.d")
+
+
+def _query(conn: Any, sql: str, *args: object) -> Any:
+    with conn.cursor() as cur:
+        cur.execute(sql, args)
+        return cur.fetchone()
+
+
+def test_scram_only_and_the_app_role_is_not_a_superuser(
     compose_model: dict[str, Any], state: Path
 ) -> None:
     services = compose_model["services"]
@@ -76,30 +91,34 @@ def test_postgres_and_pgbouncer_accept_only_the_password_over_scram(
     config_env = services["config"]["environment"]
     assert "POSTGRES_HOST_AUTH_METHOD" not in pg_env, "the image would write a trust rule"
     assert config_env["PGBOUNCER_AUTH_TYPE"] == "scram-sha-256"
-    user, password, dbname = (
-        pg_env["POSTGRES_USER"],
-        pg_env["POSTGRES_PASSWORD"],
-        pg_env["POSTGRES_DB"],
+    admin, admin_password = pg_env["POSTGRES_USER"], pg_env["POSTGRES_PASSWORD"]
+    app, password, dbname = (
+        config_env["SLUICE_DB_USER"],
+        config_env["SLUICE_DB_PASSWORD"],
+        config_env["SLUICE_DB_NAME"],
     )
-    assert (config_env["SLUICE_DB_USER"], config_env["SLUICE_DB_PASSWORD"]) == (user, password)
+    assert app != admin and password != admin_password
+    scripts = _init_scripts(services["postgres"])
+    assert [p.name for p in scripts] == ["10-sluice-role.sh"]
 
     pg_port, bouncer_port = _free_port(), _free_port()
     pgdata, sockets, rendered = state / "pgdata", state / "sockets", state / "config"
     for path in (sockets, rendered / "postgres", rendered / "pgbouncer"):
         path.mkdir(parents=True)
     pwfile = state / "pwfile"
-    pwfile.write_text(password + "\n")
+    pwfile.write_text(admin_password + "\n")
     if os.geteuid() == 0:
         for path in (pwfile, sockets, rendered):
             shutil.chown(path, stack.DB_SERVICE_USER)
-    # What docker-entrypoint.sh runs on an empty volume.
+    # What docker-entrypoint.sh does on an empty volume: initdb, then the
+    # init scripts against the new cluster, then the server proper.
     subprocess.run(
         stack._as_db_user(
             [
                 stack._binary("initdb"),
                 "-D",
                 str(pgdata),
-                f"--username={user}",
+                f"--username={admin}",
                 f"--pwfile={pwfile}",
                 "--no-instructions",
                 *pg_env["POSTGRES_INITDB_ARGS"].split(),
@@ -141,34 +160,71 @@ def test_postgres_and_pgbouncer_accept_only_the_password_over_scram(
     )
     bouncer = None
     try:
-        conn = _connect(pg_port, user, password, "postgres")
+        script_env = {
+            **pg_env,
+            "PATH": f"{Path(stack._binary('psql')).parent}:{os.environ['PATH']}",
+            "PGHOST": "127.0.0.1",
+            "PGPORT": str(pg_port),
+            "PGPASSWORD": admin_password,  # the entrypoint exports it too
+        }
+        for _ in range(2):  # a second run (a restarted init) changes nothing
+            for script in scripts:
+                result = subprocess.run(
+                    [str(script)], env=script_env, capture_output=True, text=True, check=False
+                )
+                assert result.returncode == 0, result.stderr
+
+        conn = _connect(pg_port, app, password, dbname)
         try:
             conn.autocommit = True
-            with conn.cursor() as cur:
-                cur.execute(f'CREATE DATABASE "{dbname}"')
-                cur.execute("SELECT rolpassword FROM pg_authid WHERE rolname = %s", (user,))
-                verifier = cur.fetchone()[0]
+            role = _query(
+                conn,
+                "SELECT rolsuper, rolcreaterole, rolcreatedb,"
+                " pg_has_role(%s, 'pg_monitor', 'MEMBER')"
+                " FROM pg_roles WHERE rolname = current_user",
+                app,
+            )
+            assert role == (False, False, False, True)
+            owner = _query(
+                conn,
+                "SELECT pg_get_userbyid(datdba) FROM pg_database"
+                " WHERE datname = current_database()",
+            )
+            assert owner == (app,)
+            # What the migrations need: tables in its own database.
+            _query(conn, "CREATE TABLE probe (id int) ; SELECT 1")
+            _query(conn, "DROP TABLE probe ; SELECT 1")
         finally:
             conn.close()
-        assert verifier.startswith("SCRAM-SHA-256$")
-        with pytest.raises(psycopg2.OperationalError, match="password authentication failed"):
-            _connect(pg_port, user, password + "x", dbname)
+        admin_conn = _connect(pg_port, admin, admin_password, "postgres")
+        try:
+            verifiers = _query(
+                admin_conn,
+                "SELECT bool_and(rolpassword LIKE 'SCRAM-SHA-256$%%') FROM pg_authid"
+                " WHERE rolname IN (%s, %s)",
+                admin,
+                app,
+            )
+            assert verifiers == (True,)
+        finally:
+            admin_conn.close()
+        for user in (app, admin):
+            with pytest.raises(psycopg2.OperationalError, match="password authentication failed"):
+                _connect(pg_port, user, password + "x", dbname)
 
         bouncer = _start(
             [stack._binary("pgbouncer"), str(rendered / "pgbouncer" / "pgbouncer.ini")],
             bouncer_port,
             logs / "pgbouncer.log",
         )
-        conn = _connect(bouncer_port, user, password, dbname)
+        conn = _connect(bouncer_port, app, password, dbname)
         try:
-            with conn.cursor() as cur:
-                cur.execute("SELECT current_user, current_database()")
-                assert cur.fetchone() == (user, dbname)
+            assert _query(conn, "SELECT current_user, current_database()") == (app, dbname)
         finally:
             conn.close()
         # PgBouncer checks the SCRAM proof itself: "SASL authentication failed".
         with pytest.raises(psycopg2.OperationalError, match="authentication failed"):
-            _connect(bouncer_port, user, password + "x", dbname)
+            _connect(bouncer_port, app, password + "x", dbname)
     finally:
         if bouncer is not None:
             bouncer.stop()

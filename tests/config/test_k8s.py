@@ -337,6 +337,24 @@ def test_app_env_has_the_same_names_as_compose(
         assert k8s == compose, (sorted(k8s - compose), sorted(compose - k8s))
 
 
+def test_postgres_creates_the_app_role_with_the_repo_script(
+    manifests: list[dict[str, Any]], compose_model: dict[str, Any]
+) -> None:
+    """As in compose: the superuser is not the app's role, which the same script creates."""
+    postgres = _container(manifests, "sluice-postgres", "postgres")
+    env = container_env(postgres, manifests)
+    assert set(env) >= set(compose_model["services"]["postgres"]["environment"])
+    assert env["POSTGRES_USER"] != env["SLUICE_DB_USER"]
+    mount = next(
+        m for m in postgres["volumeMounts"] if m["mountPath"] == "/docker-entrypoint-initdb.d"
+    )
+    pod = dict(_pod_templates(manifests))["sluice-postgres"]
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    script = ROOT / "deploy" / "postgres-init" / "10-sluice-role.sh"
+    assert _config_maps(manifests)[volume["configMap"]["name"]] == {script.name: script.read_text()}
+    assert volume["configMap"]["defaultMode"] & 0o111, "the entrypoint sources a non-executable"
+
+
 def test_app_probes_drain_resources(manifests: list[dict[str, Any]]) -> None:
     assert app_problems(manifests, deployment.read_env_file(OVERLAY_SIZING)) == []
 
