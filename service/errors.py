@@ -49,7 +49,10 @@ class IdempotencyMismatch(SluiceError):
 
 
 class Overloaded(SluiceError):
-    """Not applied, and safe to retry after Retry-After. `layer` says who refused."""
+    """503 + Retry-After: not applied, safe to retry. `layer` says who refused.
+
+    CommitOutcomeUnknown is the one exception, and its detail says so.
+    """
 
     status_code = 503
     reason = "overloaded"
@@ -85,3 +88,14 @@ class DatabaseUnavailable(Overloaded):
     layer = "db"
     reason = "db_unavailable"
     detail = "The database is unavailable; the request was not applied. Retry later."
+
+
+class CommitOutcomeUnknown(Overloaded):
+    """The connection was lost during COMMIT: applied or not, nobody here knows."""
+
+    layer = "db"
+    reason = "commit_outcome_unknown"
+    detail = (
+        "The database connection was lost while committing: the write may or may not have "
+        "been applied. Retry with the same Idempotency-Key, which applies it at most once."
+    )

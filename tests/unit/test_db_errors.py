@@ -7,8 +7,13 @@ from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import delete
+from sqlalchemy import Engine, delete, select, text
+from sqlalchemy import exc as sa_exc
 
+from service import transactions
+from service.db import create_session_factory
+from service.error_handlers import classify_db_error
+from service.errors import CommitOutcomeUnknown, DatabaseUnavailable
 from service.main import create_app
 from service.models import User
 from service.settings import Settings
@@ -67,3 +72,42 @@ def test_unreachable_database_is_503_not_500(unit_settings: Settings) -> None:
     assert response.json()["reason"] == "db_unavailable"
     assert "psycopg2" not in response.text and "Traceback" not in response.text
     assert ready.status_code == 503 and ready.json()["reason"] == "db_unavailable"
+
+
+def _terminate(engine: Engine, pid: int) -> None:
+    with engine.connect() as other:
+        assert other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar()
+
+
+def _stored(engine: Engine, email: str) -> bool:
+    with engine.connect() as conn:
+        found = conn.execute(select(User.id).where(User.email == email)).first()
+    return found is not None
+
+
+def test_connection_lost_before_commit_is_not_applied(engine: Engine) -> None:
+    """Lost before COMMIT: the usual 503 db_unavailable, and the row is not there."""
+    email = f"lost-{uuid.uuid4().hex[:8]}@example.com"
+    with create_session_factory(engine)() as session:
+        _terminate(engine, session.execute(text("SELECT pg_backend_pid()")).scalar_one())
+        session.add(User(email=email, hashed_password="x"))
+        with pytest.raises(sa_exc.SQLAlchemyError) as caught:
+            transactions.commit(session)
+    assert not isinstance(caught.value, CommitOutcomeUnknown)
+    assert isinstance(classify_db_error(caught.value), DatabaseUnavailable)
+    assert not _stored(engine, email)
+
+
+def test_connection_lost_at_commit_is_reported_as_unknown(engine: Engine) -> None:
+    """Lost once the writes were sent: the app cannot know whether COMMIT landed, and says so."""
+    email = f"lost-{uuid.uuid4().hex[:8]}@example.com"
+    with create_session_factory(engine)() as session:
+        session.add(User(email=email, hashed_password="x"))
+        session.flush()
+        _terminate(engine, session.execute(text("SELECT pg_backend_pid()")).scalar_one())
+        with pytest.raises(CommitOutcomeUnknown) as caught:
+            transactions.commit(session)
+    assert caught.value.status_code == 503 and caught.value.retry_after
+    assert "may or may not" in caught.value.detail
+    # Here the server died before COMMIT arrived: "unknown" errs on the safe side.
+    assert not _stored(engine, email)

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse
 
-from service import crud, idempotency
+from service import crud, idempotency, transactions
 from service.api.deps import CurrentUser, SessionDep
 from service.schemas import (
     ItemCreate,
@@ -70,7 +70,7 @@ def create_item(
             ),
             effect=effect,
         )
-    session.commit()
+    transactions.commit(session)
     return JSONResponse(payload, status_code=status)
 
 
@@ -88,7 +88,7 @@ def update_item(
     item = crud.get_item(session=session, user=current_user, item_id=item_id)
     item = crud.update_item(session=session, item=item, data=body)
     result = ItemPublic.model_validate(item)
-    session.commit()
+    transactions.commit(session)
     return result
 
 
@@ -96,5 +96,5 @@ def update_item(
 def delete_item(session: SessionDep, current_user: CurrentUser, item_id: uuid.UUID) -> Message:
     item = crud.get_item(session=session, user=current_user, item_id=item_id)
     crud.delete_item(session=session, item=item)
-    session.commit()
+    transactions.commit(session)
     return Message(message="Item deleted successfully")

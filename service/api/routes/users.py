@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from service import crud
+from service import crud, transactions
 from service.api.deps import CurrentUser, SessionDep
 from service.schemas import UserPublic, UserRegister
 
@@ -14,7 +14,7 @@ def signup(session: SessionDep, body: UserRegister) -> UserPublic:
     # UserRegister has no superuser field and forbids extra fields, so signup
     # can never grant privileges.
     user = crud.create_user(session=session, data=body)
-    session.commit()
+    transactions.commit(session)
     return UserPublic.model_validate(user)
 
 
