@@ -126,7 +126,7 @@ class SluiceStack:
         )
 
 
-def _launcher(command: str, env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
+def launcher(command: str, env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "deploy.stack", command],
         cwd=ROOT,
@@ -159,8 +159,8 @@ def sluice_stack(
         POSTGRES_MAX_CONNECTIONS=str(postgres_max_connections),
     )
     env.update(overrides or {})
-    _launcher("down", env)  # a stack left by an interrupted run
-    result = _launcher("up", env)
+    launcher("down", env)  # a stack left by an interrupted run
+    result = launcher("up", env)
     try:
         if result.returncode != 0:
             raise TargetError(
@@ -169,7 +169,7 @@ def sluice_stack(
             )
         yield SluiceStack(env=_read_env_file(state / "stack.env"), state=state, port_base=port_base)
     finally:
-        down = _launcher("down", env)
+        down = launcher("down", env)
         if down.returncode != 0:
             print(f"stack down failed:\n{down.stdout}\n{down.stderr}", file=sys.stderr)
 

@@ -6,6 +6,7 @@ import os
 import shlex
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +38,8 @@ class RunningStack:
         return int(self.env[f"SLUICE_PID_{name.upper()}"])
 
 
-def _launcher(command: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def launcher(command: str, env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
+    """`python -m deploy.stack <command>` with this environment."""
     return subprocess.run(
         [sys.executable, "-m", "deploy.stack", command],
         cwd=ROOT,
@@ -70,8 +72,8 @@ def start_stack(name: str, port_base: int, **overrides: str) -> RunningStack:
         SLUICE_ENVIRONMENT="test",
         **overrides,
     )
-    _launcher("down", env)  # a stack left by an interrupted run
-    result = _launcher("up", env)
+    launcher("down", env)  # a stack left by an interrupted run
+    result = launcher("up", env)
     if result.returncode != 0:
         raise RuntimeError(f"stack {name} failed to start:\n{result.stdout}\n{result.stderr}")
     return RunningStack(state=state, port_base=port_base, env=read_env_file(state / "stack.env"))
@@ -79,6 +81,19 @@ def start_stack(name: str, port_base: int, **overrides: str) -> RunningStack:
 
 def stop_stack(stack: RunningStack) -> None:
     env = dict(os.environ, SLUICE_STATE_DIR=str(stack.state), SLUICE_PORT_BASE=str(stack.port_base))
-    result = _launcher("down", env)
+    result = launcher("down", env)
     if result.returncode != 0:
         raise RuntimeError(f"stack down failed:\n{result.stdout}\n{result.stderr}")
+
+
+def run_gunicorn(env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
+    """Gunicorn with Sluice's config, as the image runs it: for configurations it must refuse."""
+    return subprocess.run(
+        [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py", "service.main:app"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )

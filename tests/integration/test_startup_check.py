@@ -4,27 +4,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
-from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
 
-from tests.stackctl import ROOT
-
-
-def _launcher(command: str, env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "deploy.stack", command],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+from tests.stackctl import ROOT, launcher, run_gunicorn
 
 
 def test_launcher_refuses_inconsistent_limits() -> None:
@@ -35,24 +20,16 @@ def test_launcher_refuses_inconsistent_limits() -> None:
         SLUICE_WORKERS="2",
         SLUICE_DB_POOL_SIZE="50",
     )
-    result = _launcher("up", env)
+    result = launcher("up", env)
     assert result.returncode != 0
     assert "pool_size 50" in result.stderr and "max_client_conn" in result.stderr, result.stderr
-    status = _launcher("status", env)
+    status = launcher("status", env)
     assert "not running" in status.stdout
 
 
 def test_gunicorn_refuses_inconsistent_limits() -> None:
     env = dict(os.environ, SLUICE_WORKERS="2", SLUICE_DB_POOL_SIZE="50", SLUICE_BIND_PORT="24690")
-    result = subprocess.run(
-        [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py", "service.main:app"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_gunicorn(env)
     assert result.returncode != 0
     assert "exceeds PgBouncer max_client_conn" in result.stderr
 
@@ -62,10 +39,10 @@ def test_launcher_says_when_postgres_cannot_reach_the_state_directory() -> None:
     private = Path(tempfile.mkdtemp(prefix="sluice-private-"))  # mode 0700, owned by root
     try:
         env = dict(os.environ, SLUICE_STATE_DIR=str(private / "state"), SLUICE_PORT_BASE="24650")
-        result = _launcher("up", env)
+        result = launcher("up", env)
         assert result.returncode != 0
         assert "cannot reach" in result.stderr and "chmod o+x" in result.stderr, result.stderr
-        assert "not running" in _launcher("status", env).stdout
+        assert "not running" in launcher("status", env).stdout
     finally:
-        _launcher("down", env)
+        launcher("down", env)
         shutil.rmtree(private, ignore_errors=True)

@@ -5,14 +5,13 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import sys
 
 import httpx
 import pytest
 
 from tests.reliability.conftest import new_user
 from tests.reliability.load import LEAK_MARKERS
-from tests.stackctl import ROOT, RunningStack
+from tests.stackctl import ROOT, RunningStack, run_gunicorn
 
 SECURITY_HEADERS = {
     "x-content-type-options": "nosniff",
@@ -47,15 +46,7 @@ def test_production_refuses_to_start_with_default_secrets(
         SLUICE_METRICS_MULTIPROC_DIR=str(ROOT / ".sluice-test-refusal-metrics"),
         **overrides,
     )
-    result = subprocess.run(
-        [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py", "service.main:app"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_gunicorn(env)
     assert result.returncode != 0
     assert setting in result.stderr, result.stderr[-2000:]
     assert "SLUICE_ENVIRONMENT=production" in result.stderr
