@@ -2,7 +2,7 @@
 
 The same Sluice stack, restarted once per discipline, is driven by the same
 open-loop workload at the same rates (multiples of one capacity, found with
-the first discipline or given). The report (docs/admission.md quotes it) shows
+the first discipline or given). The report (docs/benchmark.md quotes it) shows
 what each discipline does to the requests it admits and to the ones it turns
 away when the offered load is above capacity.
 """
@@ -16,14 +16,17 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import database, report, workload
+from bench import report, workload
 from bench.procedure import (
     RESULTS,
+    ROOT,
     Options,
     Run,
     find_capacity,
     measure,
     parse_options,
+    progress,
+    seed,
     warm_up,
 )
 from bench.targets import TargetError, sluice_stack
@@ -31,23 +34,18 @@ from bench.targets import TargetError, sluice_stack
 DISCIPLINES = ("fifo", "lifo")
 
 
-def _progress(message: str) -> None:
-    print(message, flush=True)
-
-
 def run_discipline(
     discipline: str, *, options: Options, capacity: float | None, round_: int
 ) -> tuple[float, list[Run]]:
     """One stack with this discipline: capacity (if not given), then each multiple."""
     overrides = {**options.sluice_overrides, "SLUICE_ADMISSION_DISCIPLINE": discipline}
-    state = Path(__file__).resolve().parent.parent / ".sluice-bench"
-    _progress(f"{discipline}: starting the Sluice stack (port base {options.port_base})")
+    state = ROOT / ".sluice-bench"
+    progress(f"{discipline}: starting the Sluice stack (port base {options.port_base})")
     with sluice_stack(
         port_base=options.port_base, state=state, postgres_max_connections=60, overrides=overrides
     ) as stack:
         dsn = stack.database_url
-        workload.ensure_user(stack.url)
-        database.seed_items(dsn, email=workload.BENCH_EMAIL, count=workload.SEEDED_ITEMS)
+        seed(stack)
         token = workload.login(stack.url)
         target = replace(stack.deployment(), name=discipline)
         warm_up(target, token=token, dsn=dsn, options=options)
@@ -55,7 +53,7 @@ def run_discipline(
             capacity, _ = find_capacity(
                 target, token=token, dsn=dsn, options=options, ceiling=2000.0, first=0
             )
-            _progress(f"{discipline}: capacity {capacity:.0f} rps")
+            progress(f"{discipline}: capacity {capacity:.0f} rps")
             if capacity <= 0:
                 raise TargetError("no rate met the latency target")
         runs = [

@@ -21,6 +21,7 @@ from bench.targets import (
     ROOT,
     Deployment,
     RssSampler,
+    SluiceStack,
     TargetError,
     plain_environment,
     plain_server,
@@ -115,8 +116,16 @@ class BenchResult:
     elapsed_s: float = 0.0
 
 
-def _progress(message: str) -> None:
+def progress(message: str) -> None:
     print(message, flush=True)
+
+
+def seed(stack: SluiceStack) -> int:
+    """The benchmark user and its seeded items, in a freshly started stack."""
+    workload.ensure_user(stack.url)
+    return database.seed_items(
+        stack.database_url, email=workload.BENCH_EMAIL, count=workload.SEEDED_ITEMS
+    )
 
 
 # --------------------------------------------------------------------------
@@ -190,7 +199,7 @@ def measure(
     drain = wait_until_idle(target.url, token, timeout_s=drain_limit)
     summary = summarize(result.outcomes, offered_rps=rate, duration_s=duration_s)
     rejected = ", ".join(f"{c}:{s.count}" for c, s in summary.rejected.items()) or "0"
-    _progress(
+    progress(
         f"  {target.name:6} {label:>6} {rate:7.0f} rps: goodput {summary.goodput_rps:7.1f}, "
         f"2xx p50/p99 {summary.ok_p50_ms:6.1f}/{summary.ok_p99_ms:7.1f} ms, "
         f"rejected {rejected}, timeouts {summary.timeouts}, not sent {summary.not_sent}, "
@@ -200,7 +209,7 @@ def measure(
     restarted = drain is None and target.restart is not None
     if restarted:
         assert target.restart is not None
-        _progress(
+        progress(
             f"  {target.name} not answering {options.drain_timeout_s:g} s later: restarting it"
         )
         target.restart()  # also ends its transactions: no commit lands after the check
@@ -284,12 +293,12 @@ def run_deployment(
 ) -> list[tuple[str, float]]:
     """Capacity search, then the levels (the given rates, or multiples of this capacity)."""
     warm_up(target, token=token, dsn=dsn, options=options)
-    _progress(f"{target.name}: capacity search (target: 2xx p99 <= {options.target_p99_ms} ms)")
+    progress(f"{target.name}: capacity search (target: 2xx p99 <= {options.target_p99_ms} ms)")
     sequence = 1000 if target.name == "plain" else 0
     result.capacity, result.search = find_capacity(
         target, token=token, dsn=dsn, options=options, ceiling=ceiling, first=sequence
     )
-    _progress(f"{target.name}: capacity {result.capacity:.0f} rps")
+    progress(f"{target.name}: capacity {result.capacity:.0f} rps")
     if rates is None:
         if result.capacity <= 0:
             raise TargetError(f"{target.name} met the target at no tried rate; see the report")
@@ -337,20 +346,20 @@ def run_bench(options: Options) -> BenchResult:
         ],
     )
     if options.calibrate:
-        _progress("generator calibration against a trivial nginx target")
+        progress("generator calibration against a trivial nginx target")
         result.ceiling, result.calibration = calibrate.calibrate(
             port=options.calibration_port,
             rates=options.calibration_rates,
             duration_s=options.calibration_duration_s,
             max_in_flight=options.max_in_flight,
             timeout_s=options.timeout_s,
-            progress=_progress,
+            progress=progress,
         )
-        _progress(f"generator ceiling: {result.ceiling:.0f} rps")
+        progress(f"generator ceiling: {result.ceiling:.0f} rps")
     search_ceiling = result.ceiling or max(options.calibration_rates)
     sluice, plain = result.deployments
     state = ROOT / ".sluice-bench"
-    _progress(f"starting the Sluice stack (port base {options.port_base}, state {state})")
+    progress(f"starting the Sluice stack (port base {options.port_base}, state {state})")
     with sluice_stack(
         port_base=options.port_base,
         state=state,
@@ -359,9 +368,7 @@ def run_bench(options: Options) -> BenchResult:
     ) as stack:
         dsn = stack.database_url
         sluice.settings = {k: stack.env[k] for k in SLUICE_LIMITS if k in stack.env}
-        workload.ensure_user(stack.url)
-        seeded = database.seed_items(dsn, email=workload.BENCH_EMAIL, count=workload.SEEDED_ITEMS)
-        _progress(f"seeded {seeded} items")
+        progress(f"seeded {seed(stack)} items")
         rates = None
         try:
             token = workload.login(stack.url)
@@ -376,14 +383,14 @@ def run_bench(options: Options) -> BenchResult:
             )
         except (TargetError, workload.WorkloadError) as exc:
             sluice.error = str(exc)
-            _progress(f"sluice: {exc}")
+            progress(f"sluice: {exc}")
         env = plain_environment(
             postgres_port=stack.postgres_port,
             db_user=stack.env.get("SLUICE_DB_USER", "sluice"),
             db_password=LOCAL_DB_PASSWORD,
             db_name=stack.env.get("SLUICE_DB_NAME", "sluice"),
         )
-        _progress(f"starting the plain deployment on port {options.plain_port}")
+        progress(f"starting the plain deployment on port {options.plain_port}")
         try:
             with plain_server(
                 port=options.plain_port,
@@ -410,7 +417,7 @@ def run_bench(options: Options) -> BenchResult:
                 )
         except (TargetError, workload.WorkloadError) as exc:
             plain.error = str(exc)
-            _progress(f"plain: {exc}")
+            progress(f"plain: {exc}")
     result.elapsed_s = time.monotonic() - t0
     return result
 

@@ -24,8 +24,8 @@ from pathlib import Path
 import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench import database, workload
-from bench.procedure import ROOT, measure, parse_options, warm_up
+from bench import workload
+from bench.procedure import ROOT, measure, parse_options, seed, warm_up
 from bench.targets import sluice_stack
 
 HISTOGRAMS = {
@@ -143,8 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         overrides=options.sluice_overrides,
     ) as stack:
         dsn = stack.database_url
-        workload.ensure_user(stack.url)
-        database.seed_items(dsn, email=workload.BENCH_EMAIL, count=workload.SEEDED_ITEMS)
+        seed(stack)
         token = workload.login(stack.url)
         target = stack.deployment()
         warm_up(target, token=token, dsn=dsn, options=options)

@@ -38,17 +38,17 @@ class RunningStack:
         return int(self.env[f"SLUICE_PID_{name.upper()}"])
 
 
+def _run(
+    argv: list[str], env: Mapping[str, str], timeout: float
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
 def launcher(command: str, env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
     """`python -m deploy.stack <command>` with this environment."""
-    return subprocess.run(
-        [sys.executable, "-m", "deploy.stack", command],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    return _run([sys.executable, "-m", "deploy.stack", command], env, timeout=600)
 
 
 def read_env_file(path: Path) -> dict[str, str]:
@@ -88,12 +88,5 @@ def stop_stack(stack: RunningStack) -> None:
 
 def run_gunicorn(env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
     """Gunicorn with Sluice's config, as the image runs it: for configurations it must refuse."""
-    return subprocess.run(
-        [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py", "service.main:app"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    argv = [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py", "service.main:app"]
+    return _run(argv, env, timeout=60)
