@@ -5,12 +5,15 @@ from __future__ import annotations
 import uuid
 
 from sqlalchemy import Select, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from service.errors import Conflict, NotFound
 from service.models import Item, User
 from service.schemas import ItemCreate, ItemUpdate, UserRegister
 from service.security import hash_password, verify_password
+
+_UNIQUE_VIOLATION = "23505"
 
 
 def get_user_by_email(*, session: Session, email: str) -> User | None:
@@ -27,7 +30,14 @@ def create_user(*, session: Session, data: UserRegister, is_superuser: bool = Fa
         is_superuser=is_superuser,
     )
     session.add(user)
-    session.flush()
+    try:
+        session.flush()
+    except IntegrityError as exc:
+        # Two signups with one email can both pass the check above (hashing
+        # takes a while); the unique index decides, and the loser gets a 409.
+        if getattr(exc.orig, "pgcode", None) == _UNIQUE_VIOLATION:
+            raise Conflict("A user with this email already exists.") from exc
+        raise
     return user
 
 

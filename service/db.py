@@ -82,6 +82,26 @@ def _instrument_pool(engine: Engine) -> None:
         metrics.DB_POOL_CHECKED_OUT.dec()
 
 
+class DatabaseLiveness:
+    """When a statement last succeeded on this engine: readiness without a pooled connection.
+
+    Under load every pooled connection is busy, so a readiness probe that had
+    to check one out would wait, time out and call a busy process unready.
+    Statements that keep succeeding already prove the database answers.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.last_success: float | None = None
+        event.listen(engine, "after_cursor_execute", self._succeeded)
+
+    def _succeeded(self, *_: Any) -> None:
+        self.last_success = time.monotonic()
+
+    def answered_within(self, seconds: float) -> bool:
+        last = self.last_success
+        return last is not None and time.monotonic() - last < seconds
+
+
 class InstrumentedQueuePool(QueuePool):
     """A QueuePool that reports its waiters, checkout wait times and timeouts.
 

@@ -47,10 +47,10 @@ _PGBOUNCER_TRANSIENT = (
 )
 
 
-def error_response(error: SluiceError) -> JSONResponse:
+def error_response(error: SluiceError, *, retry_after_s: int) -> JSONResponse:
     headers = {}
-    if error.retry_after is not None:
-        headers["Retry-After"] = str(error.retry_after)
+    if error.retryable:
+        headers["Retry-After"] = str(retry_after_s)
     return JSONResponse(
         {"detail": error.detail, "reason": error.reason},
         status_code=error.status_code,
@@ -79,22 +79,22 @@ def classify_db_error(exc: sa_exc.SQLAlchemyError) -> Overloaded | None:
     return None
 
 
-def install(app: FastAPI) -> None:
+def install(app: FastAPI, *, retry_after_s: int) -> None:
     @app.exception_handler(SluiceError)
     async def _sluice_error(request: Request, exc: SluiceError) -> JSONResponse:
         if isinstance(exc, Overloaded):
             metrics.SHED.labels(exc.layer, exc.reason).inc()
-        return error_response(exc)
+        return error_response(exc, retry_after_s=retry_after_s)
 
     @app.exception_handler(sa_exc.SQLAlchemyError)
     async def _db_error(request: Request, exc: sa_exc.SQLAlchemyError) -> JSONResponse:
         mapped = classify_db_error(exc)
         if mapped is None:
             log.exception("unexpected database error", exc_info=exc)
-            return error_response(SluiceError())
+            return error_response(SluiceError(), retry_after_s=retry_after_s)
         metrics.SHED.labels(mapped.layer, mapped.reason).inc()
         metrics.DB_ERRORS.labels(mapped.reason).inc()
-        return error_response(mapped)
+        return error_response(mapped, retry_after_s=retry_after_s)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -115,7 +115,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", exc_info=exc)
-        return error_response(SluiceError())
+        return error_response(SluiceError(), retry_after_s=retry_after_s)
 
 
 def _reason_for(status: int) -> str:

@@ -7,12 +7,15 @@ class SluiceError(Exception):
     status_code = 500
     reason = "internal_error"
     detail = "Internal error; the request was not applied. Retry later."
-    retry_after: int | None = None
+    # Retryable errors carry a Retry-After header (SLUICE_RETRY_AFTER_S).
+    retryable = False
 
-    def __init__(self, detail: str | None = None) -> None:
+    def __init__(self, detail: str | None = None, *, reason: str | None = None) -> None:
         super().__init__(detail or self.detail)
         if detail is not None:
             self.detail = detail
+        if reason is not None:
+            self.reason = reason
 
 
 class NotFound(SluiceError):
@@ -58,7 +61,7 @@ class Overloaded(SluiceError):
     reason = "overloaded"
     detail = "Service overloaded; the request was not applied. Retry after the Retry-After delay."
     layer = "app"
-    retry_after = 1
+    retryable = True
 
 
 class DeadlineExceeded(Overloaded):

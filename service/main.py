@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from service import error_handlers
 from service.admission import AdmissionController, AdmissionMiddleware
 from service.api.routes import health, items, login, users
-from service.db import create_db_engine, create_session_factory
+from service.db import DatabaseLiveness, create_db_engine, create_session_factory
 from service.request_metrics import RequestMetricsMiddleware
 from service.settings import Settings, get_settings
 
@@ -43,6 +43,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.engine = engine
+    app.state.db_liveness = DatabaseLiveness(engine)
     app.state.session_factory = create_session_factory(engine)
     app.state.admission = AdmissionController(
         max_in_flight=limits.max_in_flight,
@@ -53,7 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     for router in (login.router, users.router, items.router):
         app.include_router(router, prefix=API_PREFIX)
-    error_handlers.install(app)
+    error_handlers.install(app, retry_after_s=settings.retry_after_s)
 
     if settings.admission_enabled:
         app.add_middleware(

@@ -48,5 +48,17 @@ def decode_access_token(token: str, *, settings: Settings) -> uuid.UUID:
             options={"require": ["exp", "sub"]},
         )
         return uuid.UUID(str(payload["sub"]))
+    except jwt.ExpiredSignatureError as exc:
+        raise Unauthorized("The token has expired; log in again.", reason="token_expired") from exc
+    except jwt.InvalidAlgorithmError as exc:
+        raise Unauthorized(
+            f"The token is not signed with {settings.jwt_algorithm}; log in again.",
+            reason="token_algorithm_refused",
+        ) from exc
+    except jwt.MissingRequiredClaimError as exc:
+        raise Unauthorized(
+            f"The token lacks the {exc.claim!r} claim; log in again.",
+            reason="token_claim_missing",
+        ) from exc
     except (jwt.PyJWTError, ValueError) as exc:
-        raise Unauthorized() from exc
+        raise Unauthorized(reason="invalid_token") from exc

@@ -6,13 +6,20 @@ Components receive `Settings` or its fields; nothing else reads `os.environ`.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
+from collections.abc import Mapping
 from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from service.sizing import Sizing, SizingInputs, check, derive
 
@@ -21,9 +28,57 @@ DEFAULT_DB_PASSWORDS = frozenset({"", "changethis", "postgres", "password", "slu
 _SECRETS_DIR = Path("/run/secrets")
 
 
+# SLUICE_* variables that are not settings: the local stack's own (deploy/stack.py,
+# and the stack.env it writes, which users source) and compose's interpolation.
+NOT_SETTINGS = frozenset(
+    {"SLUICE_STATE_DIR", "SLUICE_PORT_BASE", "SLUICE_SUPERVISOR_PID"}
+    | {"SLUICE_IMAGE", "SLUICE_HTTP_BIND", "SLUICE_HTTP_PORT"}
+)
+_NOT_SETTINGS_PREFIXES = ("SLUICE_PID_",)
+_NOT_SETTINGS_SUFFIXES = ("_URL",)
+
+
+class UnknownSetting(ValueError):
+    pass
+
+
 def _alias(name: str) -> AliasChoices:
     """Accept both SLUICE_X and the bare name the config templates use."""
     return AliasChoices(f"SLUICE_{name}", name)
+
+
+def refuse_unknown(environ: Mapping[str, str], valid: frozenset[str]) -> None:
+    """A misspelt SLUICE_* variable would be ignored silently: refuse it, naming the fix."""
+    unknown = sorted(
+        key
+        for key in environ
+        if key.startswith("SLUICE_")
+        and key not in valid
+        and key not in NOT_SETTINGS
+        and not key.startswith(_NOT_SETTINGS_PREFIXES)
+        and not key.endswith(_NOT_SETTINGS_SUFFIXES)
+    )
+    if not unknown:
+        return
+    problems = []
+    for key in unknown:
+        close = difflib.get_close_matches(key, sorted(valid), n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]}?" if close else "see .env.example for every setting"
+        problems.append(f"{key} ({hint})")
+    raise UnknownSetting("unknown setting: " + "; ".join(problems))
+
+
+class _UnknownVariables(PydanticBaseSettingsSource):
+    """Contributes no values; refuses SLUICE_* variables that name no setting."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        names = getattr(self.settings_cls, "environment_names", None)
+        if names is not None:
+            refuse_unknown(os.environ, names())
+        return {}
 
 
 class Settings(BaseSettings):
@@ -94,6 +149,32 @@ class Settings(BaseSettings):
     worker_timeout_s: int = Field(default=30, ge=1)
     keepalive_s: int = Field(default=75, ge=1)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (
+            _UnknownVariables(settings_cls),
+            init_settings,
+            env_settings,
+            dotenv_settings,
+            file_secret_settings,
+        )
+
+    @classmethod
+    def environment_names(cls) -> frozenset[str]:
+        """Every SLUICE_* variable that sets a field."""
+        names = {f"SLUICE_{name.upper()}" for name in cls.model_fields}
+        for field in cls.model_fields.values():
+            if isinstance(field.validation_alias, AliasChoices):
+                names |= {c for c in field.validation_alias.choices if isinstance(c, str)}
+        return frozenset(n for n in names if n.startswith("SLUICE_"))
 
     @model_validator(mode="after")
     def _refuse_defaults_outside_development(self) -> Settings:

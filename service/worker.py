@@ -20,6 +20,8 @@ from typing import Any, ClassVar
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn_worker import UvicornWorker
 
+from service import lifecycle
+
 
 class DrainingHttpToolsProtocol(HttpToolsProtocol):
     """httptools protocol whose shutdown only stops keep-alive, never cuts an idle connection."""
@@ -28,6 +30,7 @@ class DrainingHttpToolsProtocol(HttpToolsProtocol):
 
     def shutdown(self) -> None:
         self.draining = True
+        lifecycle.draining.set()
         if self.cycle is not None and not self.cycle.response_complete:
             self.cycle.keep_alive = False
 

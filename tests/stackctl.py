@@ -11,6 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# Added to every test stack's port base (and named in its state directory), so
+# two test runs can share a machine: `TESTS_PORT_SHIFT=1000 pytest ...`.
+PORT_SHIFT = int(os.environ.get("TESTS_PORT_SHIFT", "0"))
 
 
 @dataclass
@@ -60,7 +63,8 @@ def read_env_file(path: Path) -> dict[str, str]:
 
 
 def start_stack(name: str, port_base: int, **overrides: str) -> RunningStack:
-    state = ROOT / f".sluice-test-{name}"
+    port_base += PORT_SHIFT
+    state = ROOT / (f".sluice-test-{name}" + (f"-{PORT_SHIFT}" if PORT_SHIFT else ""))
     env = {
         key: value
         for key, value in os.environ.items()

@@ -59,7 +59,7 @@ def get_current_user(session: SessionDep, token: TokenDep, settings: SettingsDep
         )
     user = session.get(User, decode_access_token(token, settings=settings))
     if user is None:
-        raise Unauthorized()
+        raise Unauthorized("The token's user does not exist; log in again.", reason="unknown_user")
     if not user.is_active:
         raise Forbidden("Inactive user.")
     return user

@@ -103,6 +103,13 @@ def test_app_environment_is_settings_fields_and_validates(
     assert deployment.settings_env_problems(compose_model, template_dirs) == []
 
 
+def test_app_healthcheck_is_liveness(compose_model: dict[str, Any]) -> None:
+    # Docker restarts what it finds unhealthy (Swarm, autoheal): a readiness
+    # check there would restart every app container during a database outage.
+    test = " ".join(compose_model["services"]["app"]["healthcheck"]["test"])
+    assert deployment.url_paths(test) == ["/healthz"], test
+
+
 def test_healthcheck_paths_exist_in_the_app(compose_model: dict[str, Any]) -> None:
     paths = deployment.app_get_paths()
     assert {"/healthz", "/readyz"} <= paths

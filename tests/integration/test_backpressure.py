@@ -33,6 +33,8 @@ SMALL_LIMITS = {
     "PGBOUNCER_QUERY_WAIT_TIMEOUT": "1",
     "NGINX_RATE_PER_CLIENT": "1000r/s",
     "NGINX_BURST_PER_CLIENT": "1000",
+    # Not the default, so every layer's Retry-After is seen to come from it.
+    "SLUICE_RETRY_AFTER_S": "3",
 }
 CLIENT_TIMEOUT_S = 15.0
 
@@ -118,7 +120,7 @@ def _burst_during_lock(
 
 def _assert_honest_rejection(outcome: Outcome) -> None:
     assert outcome.status in (429, 503), outcome
-    assert outcome.headers.get("retry-after") == "1", outcome
+    assert outcome.headers.get("retry-after") == SMALL_LIMITS["SLUICE_RETRY_AFTER_S"], outcome
     assert isinstance(outcome.body.get("reason"), str), outcome
     assert outcome.body.get("detail"), outcome
 
@@ -148,6 +150,46 @@ def test_burst_beyond_capacity_is_shed_fast_and_honestly(
     # Refusals come back well before the admitted requests that waited out the lock.
     assert _p50([o.seconds for o in rejected]) < 0.5
     assert max(o.seconds for o in admitted) > 0.9
+
+
+def test_readyz_stays_ready_while_the_app_sheds(
+    small_stack: RunningStack, auth: dict[str, str]
+) -> None:
+    """Under load that keeps every slot and pooled connection busy, /readyz says ready.
+
+    Readiness failing under load would take a busy pod out of its Service and
+    push its traffic onto the others (a cascade); it must mean "can take
+    traffic", and shedding is what says "not now".
+    """
+    stop = threading.Event()
+    statuses: list[int] = []
+    probes: list[tuple[int, str]] = []
+
+    def load() -> None:
+        with httpx.Client(base_url=small_stack.url, timeout=CLIENT_TIMEOUT_S) as client:
+            while not stop.is_set():
+                statuses.append(
+                    _send(client, "GET", "/api/v1/items/?limit=20", headers=auth).status
+                )
+
+    threads = [threading.Thread(target=load) for _ in range(12)]
+    for thread in threads:
+        thread.start()
+    try:
+        with httpx.Client(base_url=small_stack.url, timeout=CLIENT_TIMEOUT_S) as client:
+            time.sleep(1.0)
+            for _ in range(40):
+                response = client.get("/readyz")
+                probes.append((response.status_code, response.text))
+                time.sleep(0.1)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=CLIENT_TIMEOUT_S * 2)
+    served, shed = statuses.count(200), statuses.count(503)
+    print(f"\nreadyz under load: {len(probes)} probes, {served} served, {shed} shed")
+    assert served and shed, "the load must both be served and overflow the stack"
+    assert [p for p in probes if p[0] != 200] == []
 
 
 def test_statement_timeout_answers_503_and_the_stack_recovers(
@@ -209,6 +251,18 @@ def test_acknowledged_writes_are_committed_and_rejected_ones_are_not(
     print(f"\nwrites: {len(acknowledged)} acknowledged, {len(rejected)} rejected")
     assert acknowledged <= stored, f"lost acknowledged writes: {acknowledged - stored}"
     assert not (rejected & stored), f"rejected writes committed: {rejected & stored}"
+
+
+def test_nginx_refusals_carry_the_same_retry_after(small_stack: RunningStack) -> None:
+    # Login attempts are rate-limited per address by nginx (NGINX_LOGIN_RATE,
+    # burst NGINX_LOGIN_BURST): a burst of 30 at once goes past it.
+    form = {"username": "nobody@example.com", "password": "wrong-password"}
+    outcomes = _burst(small_stack, [("POST", "/api/v1/login/access-token", {"data": form})] * 30)
+    limited = [o for o in outcomes if o.status == 429]
+    assert limited, [o.status for o in outcomes]
+    for outcome in limited:
+        assert outcome.body.get("layer") == "nginx", outcome
+        _assert_honest_rejection(outcome)
 
 
 def test_idempotency_key_creates_one_row_across_workers(api: Api, stack: RunningStack) -> None:

@@ -11,13 +11,13 @@ import uuid
 import warnings
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import jwt
 import psycopg2
 import pytest
 
-from service.settings import DEFAULT_SECRET
 from tests.reliability.conftest import committed_items, new_user, record
 from tests.reliability.load import LEAK_MARKERS
 from tests.stackctl import RunningStack
@@ -190,30 +190,43 @@ def test_malformed_json_and_wrong_types_are_422(edge_stack: RunningStack) -> Non
             assert_clean_error(http.put(f"{ITEMS}{item['id']}", json=update, headers=headers), 422)
 
 
-def test_bad_tokens_are_401(edge_stack: RunningStack) -> None:
+def test_bad_tokens_are_401_each_for_its_own_reason(edge_stack: RunningStack) -> None:
     user, token = new_user(edge_stack.url)
-    now = datetime.now(UTC)
-    claims = {"sub": user["id"], "exp": now + timedelta(hours=1)}
-    header, payload, signature = token.split(".")
+    # The stack's real signing key, so each token below is wrong in one way only.
+    key = (edge_stack.state / "secret_key").read_text().strip()
+    claims = {"sub": user["id"], "exp": datetime.now(UTC) + timedelta(hours=1)}
+    assert jwt.decode(token, key, algorithms=["HS256"])["sub"] == user["id"]
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # PyJWT warns about the short test keys
-        tokens = {
-            "forged": jwt.encode(claims, "not-the-secret-key-not-the-secret", algorithm="HS256"),
-            "expired": jwt.encode({**claims, "exp": now - timedelta(minutes=1)}, DEFAULT_SECRET),
-            "alg_none": jwt.encode(claims, None, algorithm="none"),
-            "other_alg": jwt.encode(claims, DEFAULT_SECRET, algorithm="HS512"),
-            "no_exp": jwt.encode({"sub": user["id"]}, DEFAULT_SECRET),
-            "unknown_user": jwt.encode({**claims, "sub": str(uuid.uuid4())}, DEFAULT_SECRET),
-            "tampered": f"{header}.{payload[:-2]}AA.{signature}",
-            "garbage": "garbage",
-        }
+        warnings.simplefilter("ignore")  # PyJWT may warn about key lengths
+        tokens = _bad_tokens(key, claims, user["id"], token)
     with httpx.Client(base_url=edge_stack.url, timeout=10) as http:
         assert http.get("/api/v1/users/me", headers={"Authorization": f"Bearer {token}"}).is_success
-        for name, bad in tokens.items():
+        for name, (bad, reason) in tokens.items():
             response = http.get("/api/v1/users/me", headers={"Authorization": f"Bearer {bad}"})
-            assert response.status_code == 401, name
             assert_clean_error(response, 401)
+            assert response.json()["reason"] == reason, (name, response.text)
         assert_clean_error(http.get("/api/v1/users/me"), 401)
+
+
+def _bad_tokens(
+    key: str, claims: dict[str, Any], user_id: str, token: str
+) -> dict[str, tuple[str, str]]:
+    """Tokens wrong in exactly one way each, and the reason the app must give."""
+    now = datetime.now(UTC)
+    header, payload, signature = token.split(".")
+    return {
+        "forged": (jwt.encode(claims, "not-the-secret-key-not-the-secret-1"), "invalid_token"),
+        "expired": (
+            jwt.encode({**claims, "exp": now - timedelta(minutes=1)}, key),
+            "token_expired",
+        ),
+        "alg_none": (jwt.encode(claims, None, algorithm="none"), "token_algorithm_refused"),
+        "other_alg": (jwt.encode(claims, key, algorithm="HS512"), "token_algorithm_refused"),
+        "no_exp": (jwt.encode({"sub": user_id}, key), "token_claim_missing"),
+        "unknown_user": (jwt.encode({**claims, "sub": str(uuid.uuid4())}, key), "unknown_user"),
+        "tampered": (f"{header}.{payload[:-2]}AA.{signature}", "invalid_token"),
+        "garbage": ("garbage", "invalid_token"),
+    }
 
 
 def test_sql_looking_strings_are_stored_verbatim(edge_stack: RunningStack) -> None:

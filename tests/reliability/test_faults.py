@@ -61,7 +61,7 @@ NOT_APPLIED = OVERLOAD_SHED | {
     "pgbouncer_wait_timeout",
     "statement_timeout",
 }
-SOAK_S = float(os.environ.get("SLUICE_SOAK_S", "60"))
+SOAK_S = float(os.environ.get("TESTS_SOAK_S", "60"))
 
 
 class Faults:
@@ -414,9 +414,8 @@ def test_postgres_down_ten_seconds(faults: Faults) -> None:
     fast = [o for o in failed if o.elapsed < 1.0]
     assert len(fast) >= 0.95 * len(failed), "requests waited instead of failing fast"
     during = [p for p in ready_probes if stopped + 1 < p[0] < back - 1]
-    # Not ready either way: the probe found the database gone, or every pooled
-    # connection busy with requests failing to reach it.
-    not_ready = {"db_unavailable", "pool_saturated"}
+    # Busy is never "not ready"; a database gone is.
+    not_ready = {"db_unavailable"}
     assert during, ready_probes
     assert [p for p in during if p[1] != 503 or p[2] not in not_ready] == []
     assert any(p[2] == "db_unavailable" for p in during), during
@@ -440,7 +439,7 @@ def test_postgres_down_ten_seconds(faults: Faults) -> None:
 
 
 def test_memory_flat_under_sustained_overload(faults: Faults) -> None:
-    """Far more clients than the stack admits, for SLUICE_SOAK_S seconds (default 60).
+    """Far more clients than the stack admits, for TESTS_SOAK_S seconds (default 60).
 
     Private memory (USS) of every process tree is sampled; after a warm-up,
     none may keep growing: every queue is bounded, so overload is refused,

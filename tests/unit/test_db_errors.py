@@ -49,19 +49,23 @@ def test_pool_timeout_is_503_with_retry_after(one_connection_client: TestClient)
         "/api/v1/login/access-token", data={"username": email, "password": "x" * 12}
     ).json()["access_token"]
     engine = client.app.state.engine  # type: ignore[attr-defined]
-    with engine.connect():  # the pool's only connection, held
+    with engine.connect() as held:  # the pool's only connection, held by a busy request
         response = client.get("/api/v1/items/", headers={"Authorization": f"Bearer {token}"})
+        held.execute(text("SELECT 1"))  # ... whose statements keep succeeding
         ready = client.get("/readyz")
     assert response.status_code == 503
     assert response.headers["retry-after"] == "1"
     assert response.json()["reason"] == "db_pool_timeout"
-    assert ready.status_code == 503 and ready.json()["reason"] == "pool_saturated"
+    # Busy is not unready: a saturated pool whose statements succeed is ready.
+    assert ready.status_code == 200, ready.text
     after = client.get("/api/v1/items/", headers={"Authorization": f"Bearer {token}"})
     assert after.status_code == 200
 
 
 def test_unreachable_database_is_503_not_500(unit_settings: Settings) -> None:
-    settings = Settings(environment="test", db_host="127.0.0.1", db_port=1, db_name="nope")
+    settings = Settings(
+        environment="test", db_host="127.0.0.1", db_port=1, db_name="nope", retry_after_s=4
+    )
     app = create_app(settings)
     with TestClient(app, raise_server_exceptions=False) as client:
         response = client.post(
@@ -72,6 +76,7 @@ def test_unreachable_database_is_503_not_500(unit_settings: Settings) -> None:
     assert response.json()["reason"] == "db_unavailable"
     assert "psycopg2" not in response.text and "Traceback" not in response.text
     assert ready.status_code == 503 and ready.json()["reason"] == "db_unavailable"
+    assert response.headers["retry-after"] == ready.headers["retry-after"] == "4"
 
 
 def _terminate(engine: Engine, pid: int) -> None:
@@ -107,7 +112,7 @@ def test_connection_lost_at_commit_is_reported_as_unknown(engine: Engine) -> Non
         _terminate(engine, session.execute(text("SELECT pg_backend_pid()")).scalar_one())
         with pytest.raises(CommitOutcomeUnknown) as caught:
             transactions.commit(session)
-    assert caught.value.status_code == 503 and caught.value.retry_after
+    assert caught.value.status_code == 503 and caught.value.retryable
     assert "may or may not" in caught.value.detail
     # Here the server died before COMMIT arrived: "unknown" errs on the safe side.
     assert not _stored(engine, email)

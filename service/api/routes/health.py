@@ -1,4 +1,11 @@
-"""Liveness and readiness. Both bypass admission control."""
+"""Liveness and readiness. Both bypass admission control.
+
+Readiness means "can take traffic": not draining, and the database answers.
+Busy is not unready: a process at capacity sheds what it cannot serve (503 +
+Retry-After), and a readiness probe that failed under load would take it out
+of the load balancer and push its traffic onto the others, a cascade.
+Saturation is a metric and an alert (sluice_db_pool_*, the SluiceDbPoolExhausted alert).
+"""
 
 from __future__ import annotations
 
@@ -10,9 +17,14 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.pool import QueuePool
+
+from service import lifecycle
 
 router = APIRouter(tags=["health"])
+
+# A statement that succeeded this recently proves the database answers; older
+# than this, the probe asks it. Under 1 s, so an outage shows within a second.
+RECENT_SUCCESS_S = 0.75
 
 # Health checks run on the event loop, or on a thread of their own: the
 # request threadpool may be full of requests waiting on a slow database, and
@@ -28,18 +40,22 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz", responses={503: {"description": "Not ready"}})
 async def readyz(request: Request) -> Any:
-    """Ready = the database answers through the pool, and the pool is not saturated."""
-    engine = request.app.state.engine
-    pool = engine.pool
-    assert isinstance(pool, QueuePool)
-    if pool.checkedout() >= pool.size() + max(0, pool._max_overflow):
-        return _not_ready("pool_saturated", "Every pooled database connection is in use.")
-    if not await anyio.to_thread.run_sync(_database_answers, engine, limiter=_readiness_thread):
-        return _not_ready("db_unavailable", "The database is not reachable through the pool.")
+    """Ready = not draining, and the database answered recently or answers now."""
+    state = request.app.state
+    retry_after_s: int = state.settings.retry_after_s
+    if lifecycle.draining.is_set():
+        return _not_ready("draining", "This worker is shutting down.", retry_after_s)
+    if not state.db_liveness.answered_within(RECENT_SUCCESS_S) and not (
+        await anyio.to_thread.run_sync(_database_answers, state.engine, limiter=_readiness_thread)
+    ):
+        return _not_ready(
+            "db_unavailable", "The database is not reachable through the pool.", retry_after_s
+        )
     return {"status": "ready"}
 
 
 def _database_answers(engine: Engine) -> bool:
+    # Through the pool, so it waits at most pool_timeout when every connection is busy.
     try:
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
@@ -48,7 +64,9 @@ def _database_answers(engine: Engine) -> bool:
     return True
 
 
-def _not_ready(reason: str, detail: str) -> JSONResponse:
+def _not_ready(reason: str, detail: str, retry_after_s: int) -> JSONResponse:
     return JSONResponse(
-        {"detail": detail, "reason": reason}, status_code=503, headers={"Retry-After": "1"}
+        {"detail": detail, "reason": reason},
+        status_code=503,
+        headers={"Retry-After": str(retry_after_s)},
     )
