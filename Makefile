@@ -12,6 +12,7 @@ help:
 	@echo "make test     lint + every test (starts its own stack on another port base)"
 	@echo "make down     stop the local stack (exactly the processes it started)"
 	@echo "make status   show the stack's processes and URLs"
+	@echo "make clean    stop and remove every local stack's state (and database directory)"
 	@echo "make bench    the overload benchmark (Sluice vs a plain deployment)"
 	@echo "make bench-discipline  FIFO vs LIFO admission queue under the same load"
 	@echo "make lint     ruff, ruff format --check, mypy strict on service/"
@@ -84,5 +85,8 @@ sizing-k8s-staging: $(STAMP)
 grafana: $(STAMP)
 	$(PY) grafana/generate.py
 
-clean: down
-	rm -rf .sluice .sluice-* bench/results
+# Every .sluice* stack of this checkout: stopped, then its state directory and
+# (as root) its database directory under /var/lib/sluice removed.
+clean:
+	@if [ -x $(PY) ]; then $(PY) -m deploy.stack clean --all; else rm -rf .sluice .sluice-*; fi
+	rm -rf bench/results

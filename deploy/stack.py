@@ -9,20 +9,31 @@ directory), PgBouncer, the migrations, Gunicorn, nginx, the exporters and
 Prometheus through mirakuru executors (each waits for its readiness check),
 writes `<state>/stack.env`, and stops them all, in reverse order, on SIGTERM.
 `down` signals the supervisor and then makes sure every PID it recorded is
-gone. Ports are SLUICE_PORT_BASE + a fixed offset, so stacks with different
-bases run side by side.
+gone; `clean` stops the stack and removes its state. Ports are
+SLUICE_PORT_BASE + a fixed offset, so stacks with different bases run side by
+side.
+
+As root, PostgreSQL and PgBouncer run as the postgres user, which usually
+cannot reach the checkout (a clone in root's 0700 home): what they read and
+write lives in a database directory under /var/lib/sluice named from a hash of
+the state directory's path (`Layout.db_dir`); everything else, logs included,
+stays in the state directory.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import os
+import pwd
+import re
 import secrets
 import select
 import shlex
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -66,6 +77,8 @@ REQUIRED_BINARIES = {
 PG_BIN_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
 START_TIMEOUT_S = 90
 DB_SERVICE_USER = "postgres"
+# As root, the postgres user's files live here (one directory per state directory).
+DB_ROOT = Path("/var/lib/sluice")
 # Creates the app's role and database; the postgres image runs it too.
 ROLE_SCRIPT = ROOT / "deploy" / "postgres-init" / "10-sluice-role.sh"
 
@@ -106,8 +119,31 @@ class Layout:
         return self.state / "config"
 
     @property
+    def db_dir(self) -> Path:
+        """What PostgreSQL and PgBouncer read and write: data, sockets, their configs.
+
+        The state directory itself unless they run as another user (as root),
+        who may not reach it; then a directory of its own under DB_ROOT, named
+        from a hash of the state path so several stacks still coexist.
+        """
+        if not _switches_user():
+            return self.state
+        digest = hashlib.sha256(str(self.state).encode()).hexdigest()[:12]
+        name = re.sub(r"[^A-Za-z0-9_-]+", "-", self.state.name).strip("-")[:32] or "stack"
+        return DB_ROOT / f"{name}-{digest}"
+
+    @property
     def pgdata(self) -> Path:
-        return self.state / "pgdata"
+        return self.db_dir / "pgdata"
+
+    @property
+    def pgsocket(self) -> Path:
+        return self.db_dir / "pgsocket"
+
+    @property
+    def db_rendered(self) -> Path:
+        """Rendered PostgreSQL and PgBouncer configs (the others are in `rendered`)."""
+        return self.db_dir / "config"
 
     def url(self, name: str, path: str = "") -> str:
         return f"http://127.0.0.1:{self.ports[name]}{path}"
@@ -162,13 +198,13 @@ def stack_environment(layout: Layout) -> dict[str, str]:
             "PGBOUNCER_LISTEN_PORT": str(p["pgbouncer"]),
             "PGBOUNCER_SERVER_HOST": "127.0.0.1",
             "PGBOUNCER_SERVER_PORT": str(p["postgres"]),
-            "PGBOUNCER_CONFIG_DIR": str(layout.rendered / "pgbouncer"),
+            "PGBOUNCER_CONFIG_DIR": str(layout.db_rendered / "pgbouncer"),
             # Loopback-only cluster owned by this stack: trust, said plainly in
             # the README. The compose deployment uses scram-sha-256.
             "PGBOUNCER_AUTH_TYPE": "trust",
             "POSTGRES_LISTEN_ADDRESSES": "127.0.0.1",
             "POSTGRES_PORT": str(p["postgres"]),
-            "POSTGRES_SOCKET_DIR": str(layout.state / "pgsocket"),
+            "POSTGRES_SOCKET_DIR": str(layout.pgsocket),
         }
     )
     from deploy import observability
@@ -213,8 +249,8 @@ def render_configs(layout: Layout, env: dict[str, str]) -> None:
     script = ROOT / "deploy" / "render-templates.sh"
     for source, target in (
         (ROOT / "nginx" / "templates", layout.rendered / "nginx"),
-        (ROOT / "deploy" / "pgbouncer", layout.rendered / "pgbouncer"),
-        (ROOT / "deploy" / "postgres", layout.rendered / "postgres"),
+        (ROOT / "deploy" / "pgbouncer", layout.db_rendered / "pgbouncer"),
+        (ROOT / "deploy" / "postgres", layout.db_rendered / "postgres"),
         (ROOT / "deploy" / "prometheus", layout.rendered / "prometheus"),
     ):
         if source.is_dir():
@@ -235,9 +271,14 @@ def _binary(name: str) -> str:
     return found
 
 
+def _switches_user() -> bool:
+    """PostgreSQL and PgBouncer refuse to run as root: as root, they run as postgres."""
+    return os.geteuid() == 0
+
+
 def _as_db_user(argv: list[str]) -> list[str]:
     """PostgreSQL and PgBouncer refuse to run as root: drop to the postgres user."""
-    if os.geteuid() != 0:
+    if not _switches_user():
         return argv
     return [
         _binary("setpriv"),
@@ -289,8 +330,9 @@ class Supervisor:
     def run(self) -> None:
         layout, env = self.layout, self.env
         layout.state.mkdir(parents=True, exist_ok=True)
-        for sub in ("logs", "nginx-tmp", "pgsocket"):
+        for sub in ("logs", "nginx-tmp"):
             (layout.state / sub).mkdir(exist_ok=True)
+        _prepare_db_dir(layout)
         render_configs(layout, env)
         self._prepare_postgres()
         self.start_postgres()
@@ -304,26 +346,16 @@ class Supervisor:
     # Each start_* is one hop of the request path, in dependency order.
 
     def _prepare_postgres(self) -> None:
+        # Their logs are the supervisor's files (stdout/stderr), so only the
+        # database directory needs to be theirs.
         layout = self.layout
-        socket_dir = layout.state / "pgsocket"
-        if os.geteuid() == 0:
-            shutil.chown(layout.state, DB_SERVICE_USER)
-            reachable = subprocess.run(_as_db_user(["test", "-x", str(layout.state)]), check=False)
-            if reachable.returncode != 0:
-                raise StackError(
-                    f"PostgreSQL runs as the {DB_SERVICE_USER} user, which cannot reach "
-                    f"{layout.state}: a parent directory is not searchable by others. "
-                    "Run `chmod o+x` on it, or set SLUICE_STATE_DIR to a path under a "
-                    "searchable directory."
-                )
-            for path in (socket_dir, layout.rendered, layout.logs):
-                for sub in [path, *path.rglob("*")]:
-                    shutil.chown(sub, DB_SERVICE_USER)
+        if _switches_user():
+            _chown_to_db_user(layout.db_rendered)
         if (layout.pgdata / "PG_VERSION").exists():
             return
         layout.pgdata.mkdir(mode=0o700, exist_ok=True)
-        if os.geteuid() == 0:
-            shutil.chown(layout.pgdata, DB_SERVICE_USER)
+        if _switches_user():
+            _chown_to_db_user(layout.pgdata)
         subprocess.run(
             _as_db_user(
                 [
@@ -338,12 +370,13 @@ class Supervisor:
                 ]
             ),
             check=True,
+            cwd=layout.db_dir,  # the postgres user may not enter the checkout
             stdout=self.log("initdb"),
             stderr=subprocess.STDOUT,
         )
 
     def start_postgres(self) -> None:
-        conf = self.layout.rendered / "postgres" / "postgresql.conf"
+        conf = self.layout.db_rendered / "postgres" / "postgresql.conf"
         self.start(
             "postgres",
             TCPExecutor(
@@ -358,6 +391,7 @@ class Supervisor:
                 ),
                 host="127.0.0.1",
                 port=self.layout.ports["postgres"],
+                cwd=str(self.layout.db_dir),
                 timeout=START_TIMEOUT_S,
                 stop_signal=signal.SIGINT,  # fast shutdown
                 stdout=self.log("postgres"),
@@ -399,13 +433,14 @@ class Supervisor:
             raise StackError(f"{ROLE_SCRIPT.name} failed: {result.stderr.strip()}")
 
     def start_pgbouncer(self) -> None:
-        ini = self.layout.rendered / "pgbouncer" / "pgbouncer.ini"
+        ini = self.layout.db_rendered / "pgbouncer" / "pgbouncer.ini"
         self.start(
             "pgbouncer",
             TCPExecutor(
                 _as_db_user([_binary("pgbouncer"), str(ini)]),
                 host="127.0.0.1",
                 port=self.layout.ports["pgbouncer"],
+                cwd=str(self.layout.db_dir),
                 timeout=START_TIMEOUT_S,
                 stop_signal=signal.SIGINT,  # safe shutdown: let transactions finish
                 stdout=self.log("pgbouncer"),
@@ -482,6 +517,73 @@ class Supervisor:
             except Exception as exc:  # keep stopping the others
                 print(f"stopping {name}: {exc}", file=sys.stderr)
         self.started.clear()
+
+
+def _db_user() -> pwd.struct_passwd:
+    try:
+        return pwd.getpwnam(DB_SERVICE_USER)
+    except KeyError:
+        raise StackError(
+            f"no {DB_SERVICE_USER} user: run `make packages` (installs postgresql)"
+        ) from None
+
+
+def _chown_to_db_user(top: Path) -> None:
+    user = _db_user()
+    for path in [top, *top.rglob("*")]:
+        os.chown(path, user.pw_uid, user.pw_gid, follow_symlinks=False)
+
+
+def _prepare_db_dir(layout: Layout) -> None:
+    """Create the database directory: under DB_ROOT, 0700 and the postgres user's, as root."""
+    if layout.db_dir == layout.state:
+        layout.pgsocket.mkdir(exist_ok=True)
+        return
+    user = _db_user()
+    try:
+        DB_ROOT.mkdir(mode=0o755, parents=True, exist_ok=True)
+        info = DB_ROOT.lstat()
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != 0:
+            raise StackError(f"{DB_ROOT} is not a directory owned by root: remove it")
+        DB_ROOT.chmod(0o755)  # the postgres user passes through it
+        layout.db_dir.mkdir(mode=0o700, exist_ok=True)
+        info = layout.db_dir.lstat()
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid not in (0, user.pw_uid):
+            raise StackError(f"{layout.db_dir} is not a directory of root or {user.pw_name}")
+        os.chown(layout.db_dir, user.pw_uid, user.pw_gid)
+        layout.db_dir.chmod(0o700)
+        # Which state directory it belongs to, for people and for `clean --all`.
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+        fd = os.open(layout.db_dir / "state-dir", flags, 0o644)
+        with os.fdopen(fd, "w") as marker:
+            marker.write(f"{layout.state}\n")
+        _adopt_older_layout(layout)
+        layout.pgsocket.mkdir(exist_ok=True)
+        _chown_to_db_user(layout.pgsocket)
+    except OSError as exc:
+        raise StackError(f"cannot prepare the database directory {layout.db_dir}: {exc}") from exc
+
+
+def _adopt_older_layout(layout: Layout) -> None:
+    """A cluster an older launcher made in the state directory moves to db_dir."""
+    old = layout.state / "pgdata"
+    if (old / "PG_VERSION").exists() and not layout.pgdata.exists() and not _postmaster(old):
+        shutil.move(old, layout.pgdata)
+        _chown_to_db_user(layout.pgdata)
+    for stale in ("pgsocket", "config/postgres", "config/pgbouncer"):  # now in db_dir
+        shutil.rmtree(layout.state / stale, ignore_errors=True)
+
+
+def _postmaster(pgdata: Path) -> psutil.Process | None:
+    """The PostgreSQL server running on `pgdata`, if one is."""
+    try:
+        pid = int((pgdata / "postmaster.pid").read_text().split()[0])
+        proc = psutil.Process(pid)
+        if "postgres" in proc.name():
+            return proc
+    except (OSError, ValueError, IndexError, psutil.Error):
+        pass
+    return None
 
 
 def _tail(path: Path, lines: int = 30) -> str:
@@ -663,7 +765,7 @@ def _reap_leftovers(layout: Layout) -> None:
     layout.pids_file.unlink(missing_ok=True)
 
 
-def down(layout: Layout) -> int:
+def _stop(layout: Layout) -> None:
     supervisor = _supervisor_alive(layout)
     if supervisor is not None:
         supervisor.terminate()
@@ -674,8 +776,67 @@ def down(layout: Layout) -> int:
     _reap_leftovers(layout)
     layout.supervisor_pid.unlink(missing_ok=True)
     layout.env_file.unlink(missing_ok=True)
-    print(f"Sluice stack down (state kept in {layout.state}; `make clean` removes it).")
+
+
+def down(layout: Layout) -> int:
+    _stop(layout)
+    kept = layout.state if layout.db_dir == layout.state else f"{layout.state} and {layout.db_dir}"
+    print(f"Sluice stack down (state kept in {kept}; `make clean` removes it).")
     return 0
+
+
+def clean(layout: Layout, everything: bool = False) -> int:
+    """Stop the stack and remove its state and database directories.
+
+    With `everything` (`make clean`), also `<checkout>/.sluice` and every
+    `<checkout>/.sluice-*` stack (test and benchmark stacks), and database
+    directories under DB_ROOT whose state directory in this checkout is gone.
+    """
+    states = [layout.state]
+    if everything:
+        states += [ROOT / ".sluice", *sorted(ROOT.glob(".sluice-*"))]
+        states += _orphaned_states()
+    ok = True
+    for state in dict.fromkeys(states):
+        ok &= _remove_stack(Layout(state=state, port_base=layout.port_base))
+    return 0 if ok else 1
+
+
+def _remove_stack(layout: Layout) -> bool:
+    dirs = [d for d in dict.fromkeys((layout.state, layout.db_dir)) if d.is_dir()]
+    dirs = [d for d in dirs if not d.is_symlink()]
+    if not dirs:
+        return True
+    _stop(layout)
+    running = [proc.pid for _, proc in _recorded(layout)]
+    running += [
+        proc.pid
+        for pgdata in {layout.pgdata, layout.state / "pgdata"}
+        if (proc := _postmaster(pgdata)) is not None
+    ]
+    if running:
+        print(f"not removing {layout.state}: still running: pids {running}", file=sys.stderr)
+        return False
+    for path in dirs:
+        shutil.rmtree(path)
+    print("removed " + " and ".join(str(d) for d in dirs))
+    return True
+
+
+def _orphaned_states() -> list[Path]:
+    """State paths in this checkout that no longer exist but whose db_dir does."""
+    if not _switches_user() or not DB_ROOT.is_dir():
+        return []
+    found = []
+    for db_dir in sorted(DB_ROOT.iterdir()):
+        try:
+            state = Path((db_dir / "state-dir").read_text().strip())
+        except OSError:
+            continue
+        layout = Layout(state=state, port_base=0)
+        if state.is_relative_to(ROOT) and not state.exists() and layout.db_dir == db_dir:
+            found.append(state)
+    return found
 
 
 def status(layout: Layout) -> int:
@@ -700,6 +861,8 @@ def status(layout: Layout) -> int:
         print(f"{key:24} {read_stack_env(layout).get(key, '-')}")
     print(f"{'docs':24} {layout.url('nginx', '/docs')}")
     print(f"{'logs':24} {layout.logs}")
+    if layout.db_dir != layout.state:
+        print(f"{'database files':24} {layout.db_dir}  (PostgreSQL data, sockets, configs)")
     print(f"{'env':24} {layout.env_file}  (source it: . {layout.env_file})")
     return 0
 
@@ -717,13 +880,18 @@ def read_stack_env(layout: Layout) -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m deploy.stack", description=__doc__)
-    parser.add_argument("command", choices=["up", "down", "status", "supervise"])
+    parser.add_argument("command", choices=["up", "down", "status", "clean", "supervise"])
     parser.add_argument("--ready-fd", type=int)
+    parser.add_argument(
+        "--all", action="store_true", help="clean: also every .sluice* stack of this checkout"
+    )
     args = parser.parse_args(argv)
     layout = layout_from_env()
     try:
         if args.command == "supervise":
             return supervise(layout, args.ready_fd)
+        if args.command == "clean":
+            return clean(layout, everything=args.all)
         return {"up": up, "down": down, "status": status}[args.command](layout)
     except StackError as exc:
         print(f"error: {exc}", file=sys.stderr)

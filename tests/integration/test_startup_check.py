@@ -1,15 +1,21 @@
-"""An inconsistent configuration is refused before anything starts."""
+"""An inconsistent configuration is refused before anything starts; `make up` starts anywhere."""
 
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
+import subprocess
+import sys
 import tempfile
+import uuid
 from pathlib import Path
 
+import httpx
+import psutil
 import pytest
 
-from tests.stackctl import ROOT, launcher, run_gunicorn
+from tests.stackctl import PORT_SHIFT, ROOT, launcher, read_env_file, run_gunicorn
 
 
 def test_launcher_refuses_inconsistent_limits() -> None:
@@ -34,15 +40,106 @@ def test_gunicorn_refuses_inconsistent_limits() -> None:
     assert "exceeds PgBouncer max_client_conn" in result.stderr
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="only root drops to the postgres user")
-def test_launcher_says_when_postgres_cannot_reach_the_state_directory() -> None:
-    private = Path(tempfile.mkdtemp(prefix="sluice-private-"))  # mode 0700, owned by root
+def _copy_working_tree(target: Path) -> None:
+    """The checkout as it is now (tracked and new files), mtimes kept so make sees no change."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    for name in filter(None, listed.split("\0")):
+        source = ROOT / name
+        if source.exists() or source.is_symlink():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name, follow_symlinks=False)
+
+
+def _tree(pid: int) -> list[psutil.Process]:
     try:
-        env = dict(os.environ, SLUICE_STATE_DIR=str(private / "state"), SLUICE_PORT_BASE="24650")
-        result = launcher("up", env)
-        assert result.returncode != 0
-        assert "cannot reach" in result.stderr and "chmod o+x" in result.stderr, result.stderr
-        assert "not running" in launcher("status", env).stdout
+        proc = psutil.Process(pid)
+        return [proc, *proc.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _alive(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root runs PostgreSQL as another user")
+def test_make_up_works_from_a_clone_postgres_cannot_reach() -> None:
+    """`make up` in a clone under a 0700 root-owned directory (root's home): up, down, clean."""
+    from deploy import stack
+
+    private = Path(tempfile.mkdtemp(prefix="sluice-private-"))  # mode 0700, owned by root
+    clone = private / "sluice"
+    state = clone / ".sluice"
+    db_dir = stack.Layout(state=state.resolve(), port_base=0).db_dir
+    venv = Path(sys.prefix)
+    # This venv, not a new one: `-o` keeps make from reinstalling into it.
+    make = ["make", f"VENV={venv}", f"PY={sys.executable}", "-o", f"{venv}/.installed"]
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("SLUICE_", "NGINX_", "PGBOUNCER_", "POSTGRES_", "MAKE", "MFLAGS"))
+    }
+    env["SLUICE_PORT_BASE"] = str(24650 + PORT_SHIFT)
+
+    def run(*target: str) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [*make, *target], cwd=clone, env=env, capture_output=True, text=True, timeout=600
+        )
+        assert result.returncode == 0, f"make {target}:\n{result.stdout}\n{result.stderr}"
+        return result
+
+    started: list[psutil.Process] = []
+    try:
+        _copy_working_tree(clone)
+        up = run("up")
+        assert f"database files           {db_dir}" in up.stdout, up.stdout
+        info = db_dir.stat()
+        assert (info.st_uid, info.st_mode & 0o777) == (pwd.getpwnam("postgres").pw_uid, 0o700)
+        values = read_env_file(state / "stack.env")
+        for key, value in values.items():
+            if key.startswith("SLUICE_PID_") or key == "SLUICE_SUPERVISOR_PID":
+                started += _tree(int(value))
+        assert any(proc.name() == "postgres" for proc in started)
+        assert httpx.get(f"{values['SLUICE_URL']}/healthz", timeout=10).status_code == 200
+        email = f"clone-{uuid.uuid4().hex[:12]}@example.com"
+        signup = httpx.post(
+            f"{values['SLUICE_URL']}/api/v1/users/signup",
+            json={"email": email, "password": "correct-horse-9"},
+            timeout=10,
+        )
+        assert signup.status_code == 201, signup.text
+        assert "database system is ready" in (state / "logs" / "postgres.log").read_text()
+        assert str(db_dir) in run("status").stdout
+
+        down = run("down")
+        assert str(db_dir) in down.stdout
+        assert (db_dir / "pgdata" / "PG_VERSION").exists(), "down keeps the database"
+
+        run("clean")
+        assert not db_dir.exists() and not state.exists()
+        assert not [proc for proc in started if _alive(proc)]
+        mentions = []
+        for proc in psutil.process_iter(["pid", "cmdline"]):
+            cmdline = " ".join(proc.info["cmdline"] or [])
+            if (str(clone) in cmdline or str(db_dir) in cmdline) and _alive(proc):
+                mentions.append((proc.pid, cmdline))
+        assert not mentions
     finally:
-        launcher("down", env)
+        if clone.exists():  # a failure above: stop and remove what it left, by recorded PID
+            subprocess.run(
+                [sys.executable, "-m", "deploy.stack", "clean"],
+                cwd=clone,
+                env=env,
+                capture_output=True,
+                timeout=300,
+                check=False,
+            )
         shutil.rmtree(private, ignore_errors=True)
