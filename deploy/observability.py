@@ -135,11 +135,11 @@ def executors(supervisor: Supervisor) -> Iterator[tuple[str, Any]]:
             "deploy.observability",
             "pgbouncer-exporter",
             f"--listen=127.0.0.1:{p['pgbouncer_exporter']}",
-            f"--dsn=postgresql://{user}@127.0.0.1:{p['pgbouncer']}/pgbouncer",
+            f"--dsn=postgresql://{env['PGBOUNCER_STATS_USER']}@127.0.0.1:{p['pgbouncer']}/pgbouncer",
         ],
         layout.url("pgbouncer_exporter", "/metrics"),
         cwd=str(ROOT),
-        envvars={"PGPASSWORD": env["SLUICE_DB_PASSWORD"]},
+        envvars={"PGPASSWORD": env["PGBOUNCER_STATS_PASSWORD"]},
     )
     yield http(
         "nginx_exporter",

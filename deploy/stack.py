@@ -202,6 +202,7 @@ def stack_environment(layout: Layout) -> dict[str, str]:
             # Loopback-only cluster owned by this stack: trust, said plainly in
             # the README. The compose deployment uses scram-sha-256.
             "PGBOUNCER_AUTH_TYPE": "trust",
+            "PGBOUNCER_STATS_PASSWORD": env.get("PGBOUNCER_STATS_PASSWORD", "sluice-local-stats"),
             "POSTGRES_LISTEN_ADDRESSES": "127.0.0.1",
             "POSTGRES_PORT": str(p["postgres"]),
             "POSTGRES_SOCKET_DIR": str(layout.pgsocket),

@@ -19,6 +19,7 @@ def staging_env_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "SLUICE_DB_PASSWORD": secrets.token_urlsafe(24),
         "POSTGRES_PASSWORD": secrets.token_urlsafe(24),
         "GRAFANA_ADMIN_PASSWORD": secrets.token_urlsafe(16),
+        "PGBOUNCER_STATS_PASSWORD": secrets.token_urlsafe(24),
     }
     lines = []
     for line in (deployment.ROOT / ".env.example").read_text().splitlines():

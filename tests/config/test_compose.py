@@ -43,7 +43,13 @@ def test_has_no_version_key() -> None:
 
 @pytest.mark.parametrize(
     "missing",
-    ["SLUICE_SECRET_KEY", "SLUICE_DB_PASSWORD", "POSTGRES_PASSWORD", "GRAFANA_ADMIN_PASSWORD"],
+    [
+        "SLUICE_SECRET_KEY",
+        "SLUICE_DB_PASSWORD",
+        "POSTGRES_PASSWORD",
+        "GRAFANA_ADMIN_PASSWORD",
+        "PGBOUNCER_STATS_PASSWORD",
+    ],
 )
 def test_refuses_to_start_without_a_secret(
     staging_env_file: Path, tmp_path: Path, missing: str
@@ -305,3 +311,13 @@ def test_drift_is_reported(
     mutate(model)
     problems = _all_problems(model, template_dirs, tmp_path)
     assert any(expected in p for p in problems), problems
+
+
+def test_pgbouncer_exporter_uses_the_stats_user(compose_model: dict[str, Any]) -> None:
+    services = compose_model["services"]
+    stats_user = services["config"]["environment"]["PGBOUNCER_STATS_USER"]
+    assert stats_user != services["config"]["environment"]["SLUICE_DB_USER"]
+    command = " ".join(services["pgbouncer-exporter"]["command"])
+    assert f"://{stats_user}:" in command, command
+    ini = (ROOT / "deploy" / "pgbouncer" / "pgbouncer.ini.template").read_text()
+    assert "\nadmin_users =\n" in ini and "stats_users = ${PGBOUNCER_STATS_USER}" in ini

@@ -28,6 +28,7 @@ from mirakuru import TCPExecutor
 from deploy import stack
 from tests.config import deployment
 from tests.config.deployment import ROOT
+from tests.pgbouncer_console import ADMIN_COMMANDS, refused_admin_commands, show_pools
 
 
 def _free_port() -> int:
@@ -225,6 +226,24 @@ def test_scram_only_and_the_app_role_is_not_a_superuser(
         # PgBouncer checks the SCRAM proof itself: "SASL authentication failed".
         with pytest.raises(psycopg2.OperationalError, match="authentication failed"):
             _connect(bouncer_port, app, password + "x", dbname)
+        # Nobody administers PgBouncer over the network, least of all the app;
+        # the exporter's stats user may only look.
+        stats_user, stats_password = (
+            config_env["PGBOUNCER_STATS_USER"],
+            config_env["PGBOUNCER_STATS_PASSWORD"],
+        )
+        assert stats_user not in (app, admin)
+        for user, secret in ((app, password), (stats_user, stats_password)):
+            refused = refused_admin_commands(bouncer_port, user, secret)
+            assert set(refused) == set(ADMIN_COMMANDS), (user, refused)
+        assert show_pools(bouncer_port, stats_user, stats_password)
+        with pytest.raises(psycopg2.OperationalError, match="authentication failed"):
+            show_pools(bouncer_port, stats_user, stats_password + "x")
+        conn = _connect(bouncer_port, app, password, dbname)
+        try:
+            assert _query(conn, "SELECT 1") == (1,), "PgBouncer stopped serving"
+        finally:
+            conn.close()
     finally:
         if bouncer is not None:
             bouncer.stop()

@@ -433,3 +433,34 @@ def test_k8s_drift_is_reported(
         *autoscaling_problems(docs, sizing),
     ]
     assert any(expected in p for p in problems), problems
+
+
+def test_pgbouncer_gives_nobody_admin_and_the_exporter_only_stats(
+    manifests: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    render = _container(manifests, "sluice-pgbouncer", "render")
+    env = container_env(render, manifests)
+    templates = _config_maps(manifests)
+    out = tmp_path / "pgbouncer"
+    source = tmp_path / "templates"
+    source.mkdir()
+    for name, text in next(v for k, v in templates.items() if "pgbouncer-templates" in k).items():
+        (source / name).write_text(text)
+    assert deployment.render(source, out, env) == ""
+    ini = (out / "pgbouncer.ini").read_text()
+    settings = dict(
+        (k.strip(), v.strip())
+        for k, _, v in (line.partition("=") for line in ini.splitlines())
+        if _ and not k.lstrip().startswith(";")
+    )
+    assert settings["admin_users"] == "", ini
+    assert settings["stats_users"] == env["PGBOUNCER_STATS_USER"] != env["SLUICE_DB_USER"]
+    exporter = _container(manifests, "sluice-pgbouncer", "exporter")
+    (dsn,) = [a for a in exporter["args"] if a.startswith("--pgBouncer.connectionString=")]
+    assert f"://{env['PGBOUNCER_STATS_USER']}:" in dsn, dsn
+    secrets = {
+        item["name"]: item["valueFrom"]["secretKeyRef"]["key"]
+        for item in exporter.get("env", [])
+        if "valueFrom" in item
+    }
+    assert secrets == {"PGBOUNCER_STATS_PASSWORD": "pgbouncer-stats-password"}
