@@ -20,7 +20,10 @@ the subset of prometheus-community's metric names the rules and dashboards
 use, with the same labels, so both deployment shapes share one set of queries.
 
     python -m deploy.observability pgbouncer-exporter --listen 127.0.0.1:9127 \
-        --dsn postgresql://sluice@127.0.0.1:6432/pgbouncer
+        --dsn postgresql://sluice_stats@127.0.0.1:6432/pgbouncer
+
+It connects as PgBouncer's stats-only user (PGBOUNCER_STATS_USER), never as
+the app's role: the console lets it SHOW, not PAUSE or SHUTDOWN.
 """
 
 from __future__ import annotations

@@ -5,8 +5,10 @@ and the `config` service do, with the values `docker compose config` resolves:
 initdb with POSTGRES_INITDB_ARGS and the superuser's password, the init
 scripts compose mounts, PostgreSQL with the rendered postgresql.conf, PgBouncer
 with the rendered pgbouncer.ini and userlist.txt. Then a client gets in only with the right
-password, through PgBouncer and directly; the stored verifiers are SCRAM; and
-the app's role owns its database without being a superuser.
+password, through PgBouncer and directly; the stored verifiers are SCRAM;
+the app's role owns its database without being a superuser; and on PgBouncer's
+admin console the app's user is refused every admin command while the
+exporter's stats user (a userlist entry, no PostgreSQL role) can only SHOW.
 """
 
 from __future__ import annotations
@@ -226,19 +228,33 @@ def test_scram_only_and_the_app_role_is_not_a_superuser(
         # PgBouncer checks the SCRAM proof itself: "SASL authentication failed".
         with pytest.raises(psycopg2.OperationalError, match="authentication failed"):
             _connect(bouncer_port, app, password + "x", dbname)
-        # Nobody administers PgBouncer over the network, least of all the app;
-        # the exporter's stats user may only look.
+        # Nobody administers PgBouncer over the network, least of all the app
+        # (checked first: it needs nothing but the app's own credentials).
+        refused = refused_admin_commands(bouncer_port, app, password)
+        assert set(refused) == set(ADMIN_COMMANDS), (app, refused)
+        # The exporter's stats user may only look, and is nobody in PostgreSQL.
         stats_user, stats_password = (
             config_env["PGBOUNCER_STATS_USER"],
             config_env["PGBOUNCER_STATS_PASSWORD"],
         )
-        assert stats_user not in (app, admin)
-        for user, secret in ((app, password), (stats_user, stats_password)):
-            refused = refused_admin_commands(bouncer_port, user, secret)
-            assert set(refused) == set(ADMIN_COMMANDS), (user, refused)
+        assert stats_user not in (app, admin) and stats_password not in (password, admin_password)
+        refused = refused_admin_commands(bouncer_port, stats_user, stats_password)
+        assert set(refused) == set(ADMIN_COMMANDS), (stats_user, refused)
+        assert all("admin access needed" in m for m in refused.values()), refused
         assert show_pools(bouncer_port, stats_user, stats_password)
         with pytest.raises(psycopg2.OperationalError, match="authentication failed"):
             show_pools(bouncer_port, stats_user, stats_password + "x")
+        # Through PgBouncer to the real database, PostgreSQL refuses it: no such role.
+        with pytest.raises(psycopg2.OperationalError, match="password authentication failed"):
+            _connect(bouncer_port, stats_user, stats_password, dbname).close()
+        admin_conn = _connect(pg_port, admin, admin_password, "postgres")
+        try:
+            no_role = _query(
+                admin_conn, "SELECT count(*) FROM pg_roles WHERE rolname = %s", stats_user
+            )
+            assert no_role == (0,)
+        finally:
+            admin_conn.close()
         conn = _connect(bouncer_port, app, password, dbname)
         try:
             assert _query(conn, "SELECT 1") == (1,), "PgBouncer stopped serving"
