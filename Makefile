@@ -13,7 +13,7 @@ help:
 	@echo "make down     stop the local stack (exactly the processes it started)"
 	@echo "make status   show the stack's processes and URLs"
 	@echo "make clean    stop and remove every local stack's state (and database directory)"
-	@echo "make bench    the overload benchmark (Sluice vs a plain deployment)"
+	@echo "make bench    the overload benchmark: Sluice vs a plain deployment, 20 clients (docs/benchmark.md)"
 	@echo "make bench-discipline  FIFO vs LIFO admission queue under the same load"
 	@echo "make lint     ruff, ruff format --check, mypy strict on service/"
 	@echo "make fmt      ruff format and autofix"

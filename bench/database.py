@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -24,26 +24,26 @@ def connect(dsn: str) -> Iterator[psycopg2.extensions.connection]:
         conn.close()
 
 
-def seed_items(dsn: str, *, email: str, count: int) -> int:
-    """Give the bench user exactly `count` seeded items (one INSERT ... SELECT)."""
+def seed_items(dsn: str, *, emails: Sequence[str], count: int) -> int:
+    """Give each of these users exactly `count` seeded items; return how many there are."""
     with connect(dsn) as conn, conn.cursor() as cur:
-        cur.execute("SELECT id FROM users WHERE email = %s", (email,))
-        row = cur.fetchone()
-        if row is None:
-            raise RuntimeError(f"no user {email}: sign up first")
-        owner = row[0]
-        cur.execute("DELETE FROM items WHERE owner_id = %s", (owner,))
+        cur.execute("SELECT id FROM users WHERE email = ANY(%s)", (list(emails),))
+        owners = [row[0] for row in cur.fetchall()]
+        if len(owners) != len(set(emails)):
+            missing = len(set(emails)) - len(owners)
+            raise RuntimeError(f"{missing} of the bench users missing: sign up first")
+        cur.execute("DELETE FROM items WHERE owner_id = ANY(%s::uuid[])", (owners,))
         cur.execute(
             """
             INSERT INTO items (id, title, description, owner_id, created_at, updated_at)
-            SELECT gen_random_uuid(), 'seed-' || g, 'seeded by sluice bench', %s,
+            SELECT gen_random_uuid(), 'seed-' || g, 'seeded by sluice bench', owner,
                    now() - g * interval '1 second', now()
-            FROM generate_series(1, %s) AS g
+            FROM unnest(%s::uuid[]) AS owner, generate_series(1, %s) AS g
             """,
-            (owner, count),
+            (owners, count),
         )
         cur.execute("VACUUM ANALYZE items")
-        cur.execute("SELECT count(*) FROM items WHERE owner_id = %s", (owner,))
+        cur.execute("SELECT count(*) FROM items WHERE owner_id = ANY(%s::uuid[])", (owners,))
         return int(cur.fetchone()[0])  # type: ignore[index]
 
 

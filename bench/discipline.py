@@ -19,7 +19,6 @@ from pathlib import Path
 from bench import report, workload
 from bench.procedure import (
     RESULTS,
-    ROOT,
     Options,
     Run,
     find_capacity,
@@ -39,19 +38,22 @@ def run_discipline(
 ) -> tuple[float, list[Run]]:
     """One stack with this discipline: capacity (if not given), then each multiple."""
     overrides = {**options.sluice_overrides, "SLUICE_ADMISSION_DISCIPLINE": discipline}
-    state = ROOT / ".sluice-bench"
     progress(f"{discipline}: starting the Sluice stack (port base {options.port_base})")
     with sluice_stack(
-        port_base=options.port_base, state=state, postgres_max_connections=60, overrides=overrides
+        port_base=options.port_base,
+        state=options.state,
+        postgres_max_connections=60,
+        overrides=overrides,
     ) as stack:
         dsn = stack.database_url
-        seed(stack)
-        token = workload.login(stack.url)
+        emails = workload.client_emails(options.clients)
+        seed(stack, emails)
+        tokens = workload.log_in(stack.url, emails)
         target = replace(stack.deployment(), name=discipline)
-        warm_up(target, token=token, dsn=dsn, options=options)
+        warm_up(target, tokens=tokens, dsn=dsn, options=options)
         if capacity is None:
             capacity, _ = find_capacity(
-                target, token=token, dsn=dsn, options=options, ceiling=2000.0, first=0
+                target, tokens=tokens, dsn=dsn, options=options, ceiling=2000.0, first=0
             )
             progress(f"{discipline}: capacity {capacity:.0f} rps")
             if capacity <= 0:
@@ -59,7 +61,7 @@ def run_discipline(
         runs = [
             measure(
                 target,
-                token=token,
+                tokens=tokens,
                 dsn=dsn,
                 rate=m * capacity,
                 duration_s=options.duration_s,
@@ -128,15 +130,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=20.0)
     parser.add_argument("--rounds", type=int, default=1, help="alternate the disciplines N times")
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--clients", help="client accounts (default: as in bench)")
     parser.add_argument(
         "--sluice-set", action="append", default=[], metavar="KEY=VALUE", help="as in bench"
     )
     args = parser.parse_args(argv)
-    # One bench client is one nginx client: its per-client rate limit would
-    # turn the excess away before the admission queue ever saw it.
+    # nginx's per-client rate limit would turn part of the excess away before
+    # the admission queue saw it (all of it with one client).
     settings = ["NGINX_RATE_PER_CLIENT=100000r/s", "NGINX_BURST_PER_CLIENT=100000"]
     options = parse_options(
         ["--no-calibration", "--multiples", args.multiples, "--duration", str(args.duration)]
+        + (["--clients", args.clients] if args.clients else [])
         + [f"--sluice-set={item}" for item in settings + args.sluice_set]
     )
     out = args.out or RESULTS / f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-discipline"

@@ -8,6 +8,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,6 +17,7 @@ from bench import calibrate, database, loadgen, report, schedule, workload
 from bench.calibrate import CalibrationStep
 from bench.database import Integrity
 from bench.search import CapacitySearch
+from bench.serverside import ServerRecorder, ServerSide
 from bench.stats import Summary, meets_target, summarize
 from bench.targets import (
     ROOT,
@@ -76,6 +78,8 @@ class Options:
     seed: int
     out: Path
     calibrate: bool
+    clients: int  # accounts, one bearer token each; every request is sent by one of them
+    state: Path  # the Sluice stack's state directory
     sluice_overrides: dict[str, str] = field(default_factory=dict)
 
 
@@ -92,6 +96,7 @@ class Run:
     drain_s: float | None  # time until the server answered promptly again; None: it did not
     passed: bool
     restarted: bool = False  # it did not recover within the drain limit, so it was restarted
+    server: ServerSide | None = None  # what nginx and the app recorded (None: nothing)
 
 
 @dataclass
@@ -120,12 +125,10 @@ def progress(message: str) -> None:
     print(message, flush=True)
 
 
-def seed(stack: SluiceStack) -> int:
-    """The benchmark user and its seeded items, in a freshly started stack."""
-    workload.ensure_user(stack.url)
-    return database.seed_items(
-        stack.database_url, email=workload.BENCH_EMAIL, count=workload.SEEDED_ITEMS
-    )
+def seed(stack: SluiceStack, emails: Sequence[str]) -> int:
+    """The benchmark's clients and their seeded items, in a freshly started stack."""
+    workload.sign_up(stack.url, emails)
+    return database.seed_items(stack.database_url, emails=emails, count=workload.SEEDED_ITEMS)
 
 
 # --------------------------------------------------------------------------
@@ -140,7 +143,7 @@ def wait_until_idle(url: str, token: str, *, timeout_s: float) -> float | None:
     """
     start = time.monotonic()
     probe = urllib.request.Request(
-        f"{url}{workload.ITEMS_PATH}?skip=0&limit=1",
+        f"{url}{workload.PROBE_PATH}",
         headers={"Authorization": f"Bearer {token}"},
     )
     streak = 0
@@ -174,7 +177,7 @@ def _settled_titles(dsn: str, run_id: str) -> dict[str, int]:
 def measure(
     target: Deployment,
     *,
-    token: str,
+    tokens: Sequence[str],
     dsn: str,
     rate: float,
     duration_s: float,
@@ -185,7 +188,15 @@ def measure(
 ) -> Run:
     run_id = f"{target.name}-{label}-{sequence}".replace(".", "_")
     offsets = schedule.uniform_offsets(rate, duration_s)
-    requests = workload.build_requests(len(offsets), run_id=run_id, seed=options.seed + sequence)
+    requests = workload.build_requests(
+        len(offsets), run_id=run_id, seed=options.seed + sequence, tokens=tokens
+    )
+    recorder = ServerRecorder(
+        access_log=target.access_log,
+        metrics_url=target.metrics_url,
+        ignore_uri=workload.PROBE_PATH,
+    )
+    recorder.start()
     with RssSampler(target.rss_roots) as rss:
         result = loadgen.run(
             target.url,
@@ -193,17 +204,18 @@ def measure(
             offsets,
             max_in_flight=options.max_in_flight,
             timeout_s=options.timeout_s,
-            headers={"Authorization": f"Bearer {token}"},
         )
     drain_limit = drain_timeout_s or options.drain_timeout_s
-    drain = wait_until_idle(target.url, token, timeout_s=drain_limit)
+    drain = wait_until_idle(target.url, tokens[0], timeout_s=drain_limit)
+    server = recorder.finish()
     summary = summarize(result.outcomes, offered_rps=rate, duration_s=duration_s)
     rejected = ", ".join(f"{c}:{s.count}" for c, s in summary.rejected.items()) or "0"
     progress(
         f"  {target.name:6} {label:>6} {rate:7.0f} rps: goodput {summary.goodput_rps:7.1f}, "
         f"2xx p50/p99 {summary.ok_p50_ms:6.1f}/{summary.ok_p99_ms:7.1f} ms, "
         f"rejected {rejected}, timeouts {summary.timeouts}, not sent {summary.not_sent}, "
-        f"errors {summary.server_errors + sum(summary.client_errors.values())}"
+        f"errors {summary.server_errors + sum(summary.client_errors.values())}, "
+        f"lag p99 {summary.lag_p99_ms:.1f} ms"
         + ("" if drain is not None else ", server still busy after the run")
     )
     restarted = drain is None and target.restart is not None
@@ -216,7 +228,7 @@ def measure(
     integrity = database.check_integrity(result.outcomes, _settled_titles(dsn, run_id))
     database.delete_bench_rows(dsn)
     if restarted:
-        warm_up(target, token=token, dsn=dsn, options=options)
+        warm_up(target, tokens=tokens, dsn=dsn, options=options)
     return Run(
         deployment=target.name,
         label=label,
@@ -232,28 +244,36 @@ def measure(
         drain_s=drain,
         passed=meets_target(summary, p99_ms=options.target_p99_ms),
         restarted=restarted,
+        server=server,
     )
 
 
-def warm_up(target: Deployment, *, token: str, dsn: str, options: Options) -> None:
+def warm_up(target: Deployment, *, tokens: Sequence[str], dsn: str, options: Options) -> None:
     """A few seconds of light load, not recorded: connections, caches, lazy imports."""
     offsets = schedule.uniform_offsets(WARM_UP_RATE, options.warm_up_s)
-    requests = workload.build_requests(len(offsets), run_id=f"{target.name}-warmup", seed=0)
+    requests = workload.build_requests(
+        len(offsets), run_id=f"{target.name}-warmup", seed=0, tokens=tokens
+    )
     loadgen.run(
         target.url,
         requests,
         offsets,
         max_in_flight=options.max_in_flight,
         timeout_s=options.timeout_s,
-        headers={"Authorization": f"Bearer {token}"},
     )
-    wait_until_idle(target.url, token, timeout_s=options.drain_timeout_s)
+    wait_until_idle(target.url, tokens[0], timeout_s=options.drain_timeout_s)
     _settled_titles(dsn, f"{target.name}-warmup")
     database.delete_bench_rows(dsn)
 
 
 def find_capacity(
-    target: Deployment, *, token: str, dsn: str, options: Options, ceiling: float, first: int
+    target: Deployment,
+    *,
+    tokens: Sequence[str],
+    dsn: str,
+    options: Options,
+    ceiling: float,
+    first: int,
 ) -> tuple[float, list[Run]]:
     search = CapacitySearch(
         start=options.search_start,
@@ -266,7 +286,7 @@ def find_capacity(
     while (rate := search.next_rate()) is not None:
         run = measure(
             target,
-            token=token,
+            tokens=tokens,
             dsn=dsn,
             rate=rate,
             duration_s=options.search_duration_s,
@@ -285,18 +305,18 @@ def run_deployment(
     result: DeploymentResult,
     target: Deployment,
     *,
-    token: str,
+    tokens: Sequence[str],
     dsn: str,
     options: Options,
     ceiling: float,
     rates: list[tuple[str, float]] | None,
 ) -> list[tuple[str, float]]:
     """Capacity search, then the levels (the given rates, or multiples of this capacity)."""
-    warm_up(target, token=token, dsn=dsn, options=options)
+    warm_up(target, tokens=tokens, dsn=dsn, options=options)
     progress(f"{target.name}: capacity search (target: 2xx p99 <= {options.target_p99_ms} ms)")
     sequence = 1000 if target.name == "plain" else 0
     result.capacity, result.search = find_capacity(
-        target, token=token, dsn=dsn, options=options, ceiling=ceiling, first=sequence
+        target, tokens=tokens, dsn=dsn, options=options, ceiling=ceiling, first=sequence
     )
     progress(f"{target.name}: capacity {result.capacity:.0f} rps")
     if rates is None:
@@ -307,7 +327,7 @@ def run_deployment(
         result.levels.append(
             measure(
                 target,
-                token=token,
+                tokens=tokens,
                 dsn=dsn,
                 rate=rate,
                 duration_s=options.duration_s,
@@ -358,7 +378,8 @@ def run_bench(options: Options) -> BenchResult:
         progress(f"generator ceiling: {result.ceiling:.0f} rps")
     search_ceiling = result.ceiling or max(options.calibration_rates)
     sluice, plain = result.deployments
-    state = ROOT / ".sluice-bench"
+    state = options.state
+    emails = workload.client_emails(options.clients)
     progress(f"starting the Sluice stack (port base {options.port_base}, state {state})")
     with sluice_stack(
         port_base=options.port_base,
@@ -368,14 +389,13 @@ def run_bench(options: Options) -> BenchResult:
     ) as stack:
         dsn = stack.database_url
         sluice.settings = {k: stack.env[k] for k in SLUICE_LIMITS if k in stack.env}
-        progress(f"seeded {seed(stack)} items")
+        progress(f"{len(emails)} clients signed up, {seed(stack, emails)} items seeded")
         rates = None
         try:
-            token = workload.login(stack.url)
             rates = run_deployment(
                 sluice,
                 stack.deployment(),
-                token=token,
+                tokens=workload.log_in(stack.url, emails),
                 dsn=dsn,
                 options=options,
                 ceiling=search_ceiling,
@@ -405,11 +425,10 @@ def run_bench(options: Options) -> BenchResult:
                     if k in env and k.startswith(("SLUICE_DB", "SLUICE_THREAD"))
                 }
                 plain.settings["workers"] = str(options.workers)
-                token = workload.login(target.url)
                 run_deployment(
                     plain,
                     target,
-                    token=token,
+                    tokens=workload.log_in(target.url, emails),
                     dsn=dsn,
                     options=options,
                     ceiling=search_ceiling,
@@ -448,6 +467,15 @@ def parse_options(argv: list[str] | None) -> Options:
     parser.add_argument("--calibration-port", type=int, default=26190)
     parser.add_argument("--no-calibration", action="store_true")
     parser.add_argument("--seed", type=int, default=6)
+    parser.add_argument(
+        "--clients",
+        type=int,
+        default=20,
+        help="client accounts, one bearer token each; 1 = every request from one client",
+    )
+    parser.add_argument(
+        "--state", type=Path, default=ROOT / ".sluice-bench", help="the Sluice stack's state dir"
+    )
     parser.add_argument("--out", type=Path, help="results directory")
     parser.add_argument(
         "--sluice-set",
@@ -457,6 +485,8 @@ def parse_options(argv: list[str] | None) -> Options:
         help="extra setting for the Sluice stack, e.g. SLUICE_SERVICE_TIME_MS=40 (repeatable)",
     )
     args = parser.parse_args(argv)
+    if args.clients < 1:
+        parser.error(f"--clients wants at least 1, got {args.clients}")
     overrides = {}
     for item in args.sluice_set:
         key, sep, value = item.partition("=")
@@ -491,6 +521,8 @@ def parse_options(argv: list[str] | None) -> Options:
         seed=args.seed,
         out=args.out or RESULTS / stamp,
         calibrate=not args.no_calibration,
+        clients=args.clients,
+        state=args.state.resolve(),
         sluice_overrides=overrides,
     )
 

@@ -17,16 +17,15 @@ import collections
 import shutil
 import subprocess
 import tempfile
-import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 
 import psutil
-from prometheus_client.parser import text_string_to_metric_families
 
 from bench import workload
-from bench.procedure import ROOT, measure, parse_options, seed, warm_up
-from bench.targets import sluice_stack
+from bench.procedure import measure, parse_options, seed, warm_up
+from bench.serverside import metric_families
+from bench.targets import ROOT, sluice_stack
 
 HISTOGRAMS = {
     "sluice_request_queue_seconds": "in front of the app (nginx, accept queue, event loop)",
@@ -38,10 +37,8 @@ HISTOGRAMS = {
 
 def scrape(url: str) -> dict[str, dict[float, float]]:
     """Cumulative bucket counts (le -> count, inf included) and sum/count, per histogram."""
-    with urllib.request.urlopen(url, timeout=5) as response:
-        text = response.read().decode()
     found: dict[str, dict[float, float]] = collections.defaultdict(lambda: collections.Counter())
-    for family in text_string_to_metric_families(text):
+    for family in metric_families(url):
         if family.name not in HISTOGRAMS:
             continue
         for sample in family.samples:
@@ -130,31 +127,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, required=True, help="offered rps")
     parser.add_argument("--duration", type=float, default=20.0)
     parser.add_argument("--port-base", type=int, default=26300)
+    parser.add_argument("--clients", help="client accounts (default: as in bench)")
     parser.add_argument("--sluice-set", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
     options = parse_options(
         ["--no-calibration", "--duration", str(args.duration), "--port-base", str(args.port_base)]
+        + ["--state", str(ROOT / ".sluice-profile")]
+        + (["--clients", args.clients] if args.clients else [])
         + [f"--sluice-set={item}" for item in args.sluice_set]
     )
     with sluice_stack(
         port_base=options.port_base,
-        state=ROOT / ".sluice-profile",
+        state=options.state,
         postgres_max_connections=60,
         overrides=options.sluice_overrides,
     ) as stack:
         dsn = stack.database_url
-        seed(stack)
-        token = workload.login(stack.url)
+        emails = workload.client_emails(options.clients)
+        seed(stack, emails)
+        tokens = workload.log_in(stack.url, emails)
         target = stack.deployment()
-        warm_up(target, token=token, dsn=dsn, options=options)
-        metrics_url = f"http://127.0.0.1:{options.port_base + 3}/metrics"
+        warm_up(target, tokens=tokens, dsn=dsn, options=options)
+        metrics_url = stack.metrics_url
         workers = psutil.Process(stack.pid("gunicorn")).children()
         before = scrape(metrics_url)
         raw = Path(tempfile.mkdtemp(prefix="sluice-profile-")) / "worker.txt"
         spy = start_sampling(workers[0].pid, args.duration * 0.8, raw)
         run = measure(
             target,
-            token=token,
+            tokens=tokens,
             dsn=dsn,
             rate=args.rate,
             duration_s=args.duration,

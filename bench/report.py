@@ -14,12 +14,15 @@ from typing import TYPE_CHECKING, Any
 import psutil
 
 from bench import calibrate
-from bench.stats import Summary
+from bench.serverside import REFUSERS, Layers
+from bench.stats import StatusStats, Summary
 
 if TYPE_CHECKING:
     from bench.procedure import BenchResult, DeploymentResult, Run
 
 ROOT = Path(__file__).resolve().parent.parent
+# Above this generator lag p99 a run's client-side tail is partly the generator's.
+LAG_UNRELIABLE_MS = 20.0
 
 
 def machine_info() -> dict[str, str]:
@@ -94,8 +97,8 @@ def _resources_table(runs: list[Run]) -> list[str]:
         "| load | server RSS peak MB | PostgreSQL RSS peak MB | acked POSTs "
         "| acked missing | committed, not acked (timeout / rejected / other) "
         "| duplicates | drain s | CPU ms/request: server / PostgreSQL / generator "
-        "| generator lag p99 ms | generator CPU |",
-        "|---|---:|---:|---:|---:|---|---:|---:|---|---:|---:|",
+        "| generator CPU |",
+        "|---|---:|---:|---:|---:|---|---:|---:|---|---:|",
     ]
     for run in runs:
         i = run.integrity
@@ -107,7 +110,7 @@ def _resources_table(runs: list[Run]) -> list[str]:
             f"| {i.acknowledged} | {i.acknowledged_missing} "
             f"| {i.committed_after_timeout} / {i.committed_after_rejection} / "
             f"{i.committed_after_other} | {i.duplicates + i.unknown} | {drain} "
-            f"| {_cpu(run)} | {_ms(run.summary.lag_p99_ms)} | {run.generator_cpu:.2f} |"
+            f"| {_cpu(run)} | {run.generator_cpu:.2f} |"
         )
     return lines
 
@@ -118,6 +121,127 @@ def _reasons_table(runs: list[Run]) -> list[str]:
         reasons = run.summary.reasons
         text = "; ".join(f"{key}: {st.count} ({_ms(st.p99_ms)})" for key, st in reasons.items())
         lines.append(f"| {run.label} | {text or 'none'} |")
+    return lines
+
+
+def _p50_p99(stats: StatusStats | None) -> str:
+    if stats is None or not stats.count:
+        return "-"
+    return f"{_ms(stats.p50_ms)} / {_ms(stats.p99_ms)}"
+
+
+def _run_name(run: Run) -> str:
+    return f"{run.label} {run.rate:.0f} rps" if run.label == "search" else run.label
+
+
+def _table(header: str, align: str, rows: list[list[str]]) -> list[str]:
+    """A markdown table: `header` "a | b | ...", `align` one "l" or "r" a column."""
+    rule = "|".join("---:" if a == "r" else "---" for a in align)
+    return [f"| {header} |", f"|{rule}|", *(f"| {' | '.join(r)} |" for r in rows)]
+
+
+def _nginx_log(run: Run) -> Layers | None:
+    return run.server.layers if run.server else None
+
+
+def _refusers_table(runs: list[Run]) -> list[str]:
+    """Who refused, per layer, as nginx's access log and the app's counters tell it."""
+    rows = []
+    for run in runs:
+        layers = _nginx_log(run)
+        shed = run.server.shed if run.server else None
+        row = [_run_name(run), f"{run.rate:.0f}"]
+        if layers is None:
+            row += ["-"] * 4
+        else:
+            refused = layers.refused
+            row += [
+                str(layers.logged),
+                *(str(refused[w].count if w in refused else 0) for w in REFUSERS),
+            ]
+        row.append("-" if shed is None else ", ".join(f"{k}: {n}" for k, n in shed.items()) or "0")
+        other = layers.other.items() if layers else ()
+        row.append("-" if layers is None else ", ".join(f"{c}: {n}" for c, n in other) or "0")
+        rows.append(row)
+    header = (
+        f"run | offered rps | requests in nginx's log | {' | '.join(REFUSERS)} "
+        "| app 503 by layer:reason (sluice_shed_total) | other statuses in nginx's log"
+    )
+    return _table(header, "lrrrrrll", rows)
+
+
+def _latency_table(runs: list[Run]) -> list[str]:
+    """Refusal and admitted latency, server side (nginx's request_time) beside client side."""
+    rows = []
+    for run in runs:
+        s = run.summary
+        layers = _nginx_log(run)
+        server = layers.refused_by_layer if layers else {}
+        lag = f"{_ms(s.lag_p50_ms)} / {_ms(s.lag_p99_ms)}"
+        if s.lag_p99_ms > LAG_UNRELIABLE_MS:
+            lag += " **client tail unreliable**"
+        row = [_run_name(run), f"{run.rate:.0f}"]
+        for layer in ("nginx", "app"):
+            client = s.refused_by_layer.get(layer)
+            row += [
+                str(client.count if client else 0),
+                _p50_p99(server.get(layer)),
+                _p50_p99(client),
+            ]
+        row += [_ms(layers.admitted.p99_ms) if layers else "-", _ms(s.ok_p99_ms), lag]
+        rows.append(row)
+    header = (
+        "run | offered rps | nginx refused (client) | nginx refusal p50 / p99 ms: server "
+        "| client | app refused (client) | app refusal p50 / p99 ms: server | client "
+        "| 2xx p99 ms: server | client | generator lag p50 / p99 ms"
+    )
+    return _table(header, "lrrllrllrrl", rows)
+
+
+def _lag_warning(runs: list[Run]) -> list[str]:
+    late = [
+        f"{_run_name(r)} ({_ms(r.summary.lag_p99_ms)} ms)"
+        for r in runs
+        if r.summary.lag_p99_ms > LAG_UNRELIABLE_MS
+    ]
+    if not late:
+        return []
+    return [
+        f"**The client-side tail is unreliable for: {', '.join(late)}.** The generator sent "
+        f"those runs' requests more than {LAG_UNRELIABLE_MS:g} ms late at p99, so their "
+        "client-side p99 (2xx and refusals) measures the generator as much as the server; "
+        "the server-side columns (nginx's request_time) do not include that lag.",
+        "",
+    ]
+
+
+def _layers_section(deployment: DeploymentResult) -> list[str]:
+    runs = [*deployment.search, *deployment.levels]
+    if not runs:
+        return []
+    lines = []
+    if any(r.server for r in runs):
+        lines += [
+            "Who refused, per layer (server side: nginx's access log and the app's "
+            "sluice_shed_total; every run, search steps first):",
+            "",
+            *_refusers_table(runs),
+            "",
+        ]
+    else:
+        lines += [
+            "Who refused: this deployment has no nginx and no metrics endpoint, so only the "
+            "client's view exists (the status and reason table above; `app` = the app's 503s).",
+            "",
+        ]
+    lines += [
+        "Latency of refusals and of admitted requests, server side (nginx's request_time, "
+        "ms resolution) beside client side (from the scheduled send), and the generator's lag:",
+        "",
+        *_latency_table(runs),
+        "",
+        *_lag_warning(runs),
+    ]
     return lines
 
 
@@ -313,9 +437,16 @@ def render(result: BenchResult, plots: list[str]) -> str:
         f"- open loop, fixed arrival rate; latency from the scheduled send time; "
         f"client timeout {o.timeout_s:g} s; at most {o.max_in_flight} requests in flight "
         "(one connection each), beyond that a request counts as not sent",
-        "- workload: one logged-in user, 80% GET page of 20 at a random offset over "
-        "10,000 seeded items, 20% POST with a unique title; rows created are deleted "
-        "after each run",
+        "- workload: "
+        + (
+            f"{o.clients} clients (an account and a bearer token each; every request is "
+            "sent by one of them, drawn at random, so nginx's per-client rate limit meets "
+            f"about 1/{o.clients} of the rate per client)"
+            if o.clients > 1
+            else "1 client (one bearer token: nginx's per-client rate limit meets the whole rate)"
+        )
+        + ", 80% GET page of 20 at a random offset over the client's 10,000 seeded items, "
+        "20% POST with a unique title; rows created are deleted after each run",
         f"- capacity: highest rate with 2xx p99 <= {o.target_p99_ms:g} ms and < 1% "
         f"errors (non-2xx of any kind); search steps of {o.search_duration_s:g} s, "
         f"levels of {o.duration_s:g} s at {', '.join(f'{m:g}x' for m in o.multiples)} "
@@ -368,6 +499,7 @@ def render(result: BenchResult, plots: list[str]) -> str:
                 *_reasons_table(d.levels),
                 "",
             ]
+        lines += _layers_section(d)
 
     lines += ["## Targets (issue 6)", "", "| target | measured | met |", "|---|---|---|"]
     for name, measured, met in evaluate_targets(result):
@@ -411,7 +543,8 @@ def render_summary(result: BenchResult) -> str:
     m = result.machine
     lines = [
         f"Measured {result.started:%Y-%m-%d} on {m.get('cpu', '?')}, {m.get('memory', '?')} "
-        f"(generator on the same cores; commit {m.get('commit', '?')}):",
+        f"(generator on the same cores; {result.options.clients} client(s); "
+        f"commit {m.get('commit', '?')}):",
         "",
         "| load | offered rps | Sluice goodput | Sluice 2xx p99 ms | Sluice refused "
         "| plain goodput | plain 2xx p99 ms | plain timeouts |",

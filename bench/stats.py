@@ -33,7 +33,10 @@ class Outcome:
 
 
 def reason(outcome: Outcome) -> str:
-    """Who refused and why, from the JSON error body: "<layer or app>:<reason>"."""
+    """Who refused and why, from the JSON error body: "<layer or app>:<reason>".
+
+    nginx's answers say `"layer": "nginx"`; the app's do not name a layer.
+    """
     try:
         data = json.loads(outcome.body)
     except ValueError:
@@ -57,7 +60,13 @@ def percentile(values: Sequence[float], q: float) -> float:
 @dataclass(frozen=True)
 class StatusStats:
     count: int
+    p50_ms: float
     p99_ms: float
+
+
+def latency_stats(seconds: Sequence[float]) -> StatusStats:
+    """Count, p50 and p99 (ms) of some latencies given in seconds."""
+    return StatusStats(len(seconds), percentile(seconds, 50) * 1000, percentile(seconds, 99) * 1000)
 
 
 @dataclass(frozen=True)
@@ -73,9 +82,12 @@ class Summary:
     rejected: dict[int, StatusStats] = field(default_factory=dict)
     http_errors: dict[int, StatusStats] = field(default_factory=dict)
     reasons: dict[str, StatusStats] = field(default_factory=dict)  # "503 app:queue_timeout"
+    # 429s and 503s by the layer their body names: "nginx", "app"
+    refused_by_layer: dict[str, StatusStats] = field(default_factory=dict)
     timeouts: int = 0
     not_sent: int = 0
     client_errors: dict[str, int] = field(default_factory=dict)
+    lag_p50_ms: float = math.nan  # how late the generator sent (requests it sent)
     lag_p99_ms: float = math.nan
 
     @property
@@ -111,6 +123,7 @@ def summarize(
     ok_latencies = [o.latency_s for o in outcomes if o.ok]
     by_status: dict[int, list[float]] = defaultdict(list)
     by_reason: dict[str, list[float]] = defaultdict(list)
+    by_layer: dict[str, list[float]] = defaultdict(list)
     client_errors: Counter[str] = Counter()
     timeouts = not_sent = 0
     for o in outcomes:
@@ -122,13 +135,13 @@ def summarize(
             client_errors[o.error] += 1
         elif not o.ok:
             by_status[o.status].append(o.latency_s)
-            by_reason[f"{o.status} {reason(o)}"].append(o.latency_s)
+            why = reason(o)
+            by_reason[f"{o.status} {why}"].append(o.latency_s)
+            if o.status in REJECTION_STATUSES:
+                by_layer[why.split(":", 1)[0]].append(o.latency_s)
 
     def _stats(codes: Iterable[int]) -> dict[int, StatusStats]:
-        return {
-            code: StatusStats(len(by_status[code]), percentile(by_status[code], 99) * 1000)
-            for code in sorted(codes)
-        }
+        return {code: latency_stats(by_status[code]) for code in sorted(codes)}
 
     good = sum(1 for latency in ok_latencies if latency <= goodput_deadline_s)
     sent = [o.lag_s for o in outcomes if o.error != NOT_SENT]
@@ -143,13 +156,12 @@ def summarize(
         ok_p99_ms=percentile(ok_latencies, 99) * 1000,
         rejected=_stats(c for c in by_status if c in REJECTION_STATUSES),
         http_errors=_stats(c for c in by_status if c not in REJECTION_STATUSES),
-        reasons={
-            key: StatusStats(len(values), percentile(values, 99) * 1000)
-            for key, values in sorted(by_reason.items())
-        },
+        reasons={key: latency_stats(values) for key, values in sorted(by_reason.items())},
+        refused_by_layer={key: latency_stats(values) for key, values in sorted(by_layer.items())},
         timeouts=timeouts,
         not_sent=not_sent,
         client_errors=dict(client_errors),
+        lag_p50_ms=percentile(sent, 50) * 1000,
         lag_p99_ms=percentile(sent, 99) * 1000,
     )
 

@@ -31,11 +31,15 @@ class TargetError(RuntimeError):
 
 @dataclass
 class Deployment:
-    """One way of serving the app: its URL and the process trees whose memory counts."""
+    """One way of serving the app: its URL, the process trees whose memory counts,
+    and where it records each request (bench.serverside), if it does.
+    """
 
     name: str
     url: str
     rss_roots: dict[str, list[int]] = field(default_factory=dict)
+    access_log: Path | None = None  # nginx's JSON access log
+    metrics_url: str | None = None  # the app's Prometheus metrics (sluice_shed_total)
     # Start the server afresh (None: not supported); used when it does not recover.
     restart: Callable[[], None] | None = None
 
@@ -108,6 +112,14 @@ class SluiceStack:
         return self.env["SLUICE_DATABASE_URL"]
 
     @property
+    def metrics_url(self) -> str:
+        return self.env["SLUICE_METRICS_URL"]
+
+    @property
+    def access_log(self) -> Path:
+        return Path(self.env.get("NGINX_LOG_DIR") or self.state / "logs") / "access.log"
+
+    @property
     def postgres_port(self) -> int:
         return self.port_base + 5
 
@@ -123,6 +135,8 @@ class SluiceStack:
                 "proxies": [self.pid("nginx"), self.pid("pgbouncer")],
                 "postgres": [self.pid("postgres")],
             },
+            access_log=self.access_log,
+            metrics_url=self.metrics_url,
         )
 
 

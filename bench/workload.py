@@ -1,23 +1,41 @@
-"""The workload: one logged-in user; 80% page reads, 20% creates with unique titles."""
+"""The workload: N logged-in clients; 80% page reads, 20% creates with unique titles.
+
+Each client is an account of its own with one bearer token, as real users are,
+so nginx's per-client rate limit (keyed on the token) meets each client's share
+of the load rather than all of it.
+"""
 
 from __future__ import annotations
 
 import json
 import random
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 
 from bench.loadgen import Request
+from bench.stats import REJECTION_STATUSES
 
 ITEMS_PATH = "/api/v1/items/"
-BENCH_EMAIL = "bench@example.com"
+# The idle probe's read (bench.procedure.wait_until_idle): no run sends it.
+PROBE_PATH = f"{ITEMS_PATH}?skip=0&limit=1"
 BENCH_PASSWORD = "bench-password-not-secret"
-SEEDED_ITEMS = 10_000
+SEEDED_ITEMS = 10_000  # per client
 PAGE_SIZE = 20
 POST_FRACTION = 0.2
 TITLE_PREFIX = "bench-"  # every row the benchmark creates; seeded rows are "seed-"
+# How long signup and login keep retrying refusals that carry a Retry-After
+# (nginx allows 5 logins a second per address, a burst of 10).
+PATIENCE_S = 120.0
+
+
+def client_emails(count: int) -> list[str]:
+    """The accounts of `count` clients: bench-0@example.com, bench-1@example.com, ..."""
+    if count < 1:
+        raise ValueError(f"at least one client, not {count}")
+    return [f"bench-{i}@example.com" for i in range(count)]
 
 
 def build_requests(
@@ -25,19 +43,28 @@ def build_requests(
     *,
     run_id: str,
     seed: int,
+    tokens: Sequence[str],
     post_fraction: float = POST_FRACTION,
     seeded_items: int = SEEDED_ITEMS,
     page_size: int = PAGE_SIZE,
 ) -> list[Request]:
     """`count` requests in schedule order, reproducible by `seed`.
 
-    Reads ask for a random page of the seeded items; each create has a title
-    unique to this run and index, so the integrity check can find it.
+    Reads ask for a random page of the sending client's seeded items; each
+    create has a title unique to this run and index, so the integrity check can
+    find it. Each request goes to one of the clients (`tokens`), drawn at
+    random from a generator of its own, so the mix of reads and writes is the
+    same whatever the number of clients.
     """
+    if not tokens:
+        raise ValueError("no client tokens")
     rng = random.Random(seed)
+    assign = random.Random(f"clients-{seed}")
+    auth = [{"Authorization": f"Bearer {token}"} for token in tokens]
     max_skip = max(0, seeded_items - page_size)
     requests = []
     for i in range(count):
+        client = auth[assign.randrange(len(auth))]
         if rng.random() < post_fraction:
             title = f"{TITLE_PREFIX}{run_id}-{i}"
             body = json.dumps({"title": title, "description": "sluice bench"}).encode()
@@ -47,7 +74,7 @@ def build_requests(
                     path=ITEMS_PATH,
                     kind="post",
                     body=body,
-                    headers={"Content-Type": "application/json"},
+                    headers={"Content-Type": "application/json", **client},
                     tag=title,
                 )
             )
@@ -55,7 +82,10 @@ def build_requests(
             skip = rng.randint(0, max_skip)
             requests.append(
                 Request(
-                    method="GET", path=f"{ITEMS_PATH}?skip={skip}&limit={page_size}", kind="get"
+                    method="GET",
+                    path=f"{ITEMS_PATH}?skip={skip}&limit={page_size}",
+                    kind="get",
+                    headers=client,
                 )
             )
     return requests
@@ -69,40 +99,64 @@ class WorkloadError(RuntimeError):
     pass
 
 
-def _call(url: str, data: bytes, content_type: str) -> tuple[int, dict[str, object]]:
+def _post(url: str, data: bytes, content_type: str) -> tuple[int, dict[str, object], float | None]:
+    """One POST: status, JSON body, and the Retry-After delay in seconds if any."""
     request = urllib.request.Request(
         url, data=data, headers={"Content-Type": content_type}, method="POST"
     )
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read() or b"{}")
+            return response.status, json.loads(response.read() or b"{}"), None
     except urllib.error.HTTPError as exc:
-        body = exc.read()
+        raw = exc.read()
         try:
-            return exc.code, json.loads(body or b"{}")
+            body = json.loads(raw or b"{}")
         except ValueError:
-            return exc.code, {"detail": body.decode(errors="replace")}
+            body = {"detail": raw.decode(errors="replace")}
+        try:
+            retry_after = float(exc.headers.get("Retry-After", ""))
+        except ValueError:
+            retry_after = None
+        return exc.code, body, retry_after
 
 
-def ensure_user(base_url: str, *, email: str = BENCH_EMAIL, password: str = BENCH_PASSWORD) -> None:
-    """Sign the bench user up; an existing account is fine."""
-    status, body = _call(
-        f"{base_url}/api/v1/users/signup",
-        json.dumps({"email": email, "password": password}).encode(),
-        "application/json",
-    )
-    if status not in (200, 201, 400, 409):
-        raise WorkloadError(f"signup failed: {status} {body}")
+def _call(url: str, data: bytes, content_type: str) -> tuple[int, dict[str, object]]:
+    """POST, retrying a 429 or 503 after its Retry-After delay, for up to PATIENCE_S."""
+    deadline = time.monotonic() + PATIENCE_S
+    while True:
+        status, body, retry_after = _post(url, data, content_type)
+        if (
+            status not in REJECTION_STATUSES
+            or retry_after is None
+            or time.monotonic() + retry_after > deadline
+        ):
+            return status, body
+        time.sleep(max(0.1, retry_after))
 
 
-def login(base_url: str, *, email: str = BENCH_EMAIL, password: str = BENCH_PASSWORD) -> str:
-    """Log in once; the bearer token is used for every request of the runs."""
-    status, body = _call(
-        f"{base_url}/api/v1/login/access-token",
-        urllib.parse.urlencode({"username": email, "password": password}).encode(),
-        "application/x-www-form-urlencoded",
-    )
-    token = body.get("access_token")
-    if status != 200 or not isinstance(token, str):
-        raise WorkloadError(f"login failed: {status} {body}")
-    return token
+def sign_up(base_url: str, emails: Sequence[str], *, password: str = BENCH_PASSWORD) -> None:
+    """Create the clients' accounts; existing accounts are fine."""
+    for email in emails:
+        status, body = _call(
+            f"{base_url}/api/v1/users/signup",
+            json.dumps({"email": email, "password": password}).encode(),
+            "application/json",
+        )
+        if status not in (200, 201, 400, 409):
+            raise WorkloadError(f"signup of {email} failed: {status} {body}")
+
+
+def log_in(base_url: str, emails: Sequence[str], *, password: str = BENCH_PASSWORD) -> list[str]:
+    """Log each client in once: one bearer token per client, for every run."""
+    tokens = []
+    for email in emails:
+        status, body = _call(
+            f"{base_url}/api/v1/login/access-token",
+            urllib.parse.urlencode({"username": email, "password": password}).encode(),
+            "application/x-www-form-urlencoded",
+        )
+        token = body.get("access_token")
+        if status != 200 or not isinstance(token, str):
+            raise WorkloadError(f"login of {email} failed: {status} {body}")
+        tokens.append(token)
+    return tokens

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections import Counter
 
 import pytest
 
@@ -12,7 +13,7 @@ from bench.loadgen import Request, serialise
 from bench.schedule import arrival_count, due_by, poisson_offsets, uniform_offsets
 from bench.search import CapacitySearch
 from bench.stats import NOT_SENT, TIMEOUT, Outcome, meets_target, percentile, summarize
-from bench.workload import SEEDED_ITEMS, build_requests
+from bench.workload import SEEDED_ITEMS, build_requests, client_emails
 
 
 def ok(latency_s: float, kind: str = "get", tag: str = "") -> Outcome:
@@ -86,6 +87,10 @@ def test_summary_separates_goodput_rejections_timeouts_and_not_sent() -> None:
         *(ok(0.010) for _ in range(3)),
     ]
     s = summarize(outcomes, offered_rps=50, duration_s=2)
+    assert {layer: st.count for layer, st in s.refused_by_layer.items()} == {"app": 1, "nginx": 1}
+    assert s.refused_by_layer["nginx"].p50_ms == pytest.approx(2)
+    assert s.lag_p50_ms == pytest.approx(1)  # sent requests only: not the not-sent one's 0.3 s
+    assert s.lag_p99_ms == pytest.approx(1)
     assert s.scheduled == 100
     assert s.sent == 99
     assert s.ok == 94
@@ -187,8 +192,8 @@ def test_integrity_tells_lost_writes_from_unacknowledged_commits() -> None:
 
 
 def test_workload_mix_pages_and_unique_titles() -> None:
-    requests = build_requests(5000, run_id="r1", seed=3)
-    assert requests == build_requests(5000, run_id="r1", seed=3)
+    requests = build_requests(5000, run_id="r1", seed=3, tokens=["t"])
+    assert requests == build_requests(5000, run_id="r1", seed=3, tokens=["t"])
     posts = [r for r in requests if r.kind == "post"]
     gets = [r for r in requests if r.kind == "get"]
     assert len(posts) / len(requests) == pytest.approx(0.2, abs=0.02)
@@ -198,6 +203,33 @@ def test_workload_mix_pages_and_unique_titles() -> None:
     skips = [int(r.path.split("skip=")[1].split("&")[0]) for r in gets]
     assert min(skips) >= 0 and max(skips) <= SEEDED_ITEMS - 20
     assert all(r.path.endswith("&limit=20") for r in gets)
+    assert all(r.headers["Authorization"] == "Bearer t" for r in requests)
+    assert all(r.headers["Content-Type"] == "application/json" for r in posts)
+
+
+def test_every_request_is_sent_by_one_client_each_with_its_share() -> None:
+    tokens = [f"token-{i}" for i in range(20)]
+    requests = build_requests(10_000, run_id="r1", seed=3, tokens=tokens)
+    senders = Counter(r.headers["Authorization"] for r in requests)
+    assert set(senders) == {f"Bearer token-{i}" for i in range(20)}
+    assert all(400 <= n <= 600 for n in senders.values())  # 500 each, give or take
+    # Per client, the same mix: POSTs stay about 20 % of each client's requests.
+    for token in ("Bearer token-0", "Bearer token-19"):
+        mine = [r for r in requests if r.headers["Authorization"] == token]
+        assert sum(r.kind == "post" for r in mine) / len(mine) == pytest.approx(0.2, abs=0.06)
+    assert requests == build_requests(10_000, run_id="r1", seed=3, tokens=tokens)
+    # The mix does not depend on the number of clients: one client is the old workload.
+    one = build_requests(10_000, run_id="r1", seed=3, tokens=["solo"])
+    assert [(r.method, r.path, r.tag) for r in one] == [(r.method, r.path, r.tag) for r in requests]
+    with pytest.raises(ValueError):
+        build_requests(1, run_id="r1", seed=3, tokens=[])
+
+
+def test_client_accounts_are_distinct() -> None:
+    assert client_emails(3) == ["bench-0@example.com", "bench-1@example.com", "bench-2@example.com"]
+    assert len(set(client_emails(20))) == 20
+    with pytest.raises(ValueError):
+        client_emails(0)
 
 
 def test_request_is_serialised_as_http11_with_length() -> None:

@@ -7,13 +7,17 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from bench.database import Integrity
 from bench.discipline import render as render_discipline
 from bench.discipline import waited_refusals
 from bench.procedure import BenchResult, DeploymentResult, Run, parse_options
 from bench.report import evaluate_targets, render, write
+from bench.serverside import ServerSide, run_layers
 from bench.stats import Outcome, summarize
 from bench.targets import RssSampler
+from tests.bench.test_serverside import ADMITTED_GET, APP_REFUSED, CONNECTION_CAPPED, RATE_LIMITED
 
 NO_LOSS = Integrity(0, 0, 0, 0, 0, 0, 0, 0)
 
@@ -81,9 +85,51 @@ def test_report_and_plots_are_written(tmp_path: Path) -> None:
     summary = (tmp_path / "summary.md").read_text()
     assert "| 4x | 400 |" in summary
     assert "Sluice 100 rps, plain 110 rps" in summary
+    assert "20 client(s)" in summary
     assert "503 app:queue_full: 300" in text
     assert "Service time implied at capacity" in text
     assert "smoke run" in render(result, [])
+
+
+def test_report_says_who_refused_per_layer_and_when_the_client_tail_is_unreliable(
+    tmp_path: Path,
+) -> None:
+    result = _result(tmp_path)
+    sluice, plain = result.deployments
+    late = [Outcome("get", 200, 0.050, 0.030) for _ in range(100)]  # sent 30 ms late
+    late += [
+        Outcome("get", 429, 0.031, 0.030, body=b'{"layer":"nginx","reason":"rate_limited"}'),
+        Outcome("get", 503, 0.090, 0.030, body=b'{"reason":"queue_full"}'),
+    ]
+    log = [*[ADMITTED_GET] * 100, RATE_LIMITED, CONNECTION_CAPPED, APP_REFUSED]
+    sluice.levels[3] = replace(
+        sluice.levels[3],
+        summary=summarize(late, offered_rps=400, duration_s=1.0),
+        server=ServerSide(layers=run_layers(log), shed={"app:queue_full": 1}),
+    )
+    text = render(result, [])
+    assert "Who refused, per layer" in text
+    # run, rate, logged, nginx 429, nginx 503, app 503, app reasons, other statuses
+    assert "| 4x | 400 | 103 | 1 | 1 | 1 | app:queue_full: 1 | 0 |" in text
+    row = next(line for line in text.splitlines() if line.startswith("| 4x | 400 | 1 | 0.0 / 1.0"))
+    # nginx: 1 refused as the client saw it, server p50/p99 0/1 ms, client 31/31 ms;
+    # app: 1, server 140 ms, client 90 ms; 2xx p99 server 12 ms, client 50 ms; lag 30 ms.
+    assert row == (
+        "| 4x | 400 | 1 | 0.0 / 1.0 | 31.0 / 31.0 | 1 | 140.0 / 140.0 | 90.0 / 90.0 "
+        "| 12.0 | 50.0 | 30.0 / 30.0 **client tail unreliable** |"
+    )
+    assert "**The client-side tail is unreliable for: 4x (30.0 ms).**" in text
+    # The plain deployment records nothing server-side, and the report says so.
+    plain_part = text.split(f"## plain: {plain.description}")[1]
+    assert "has no nginx and no metrics endpoint" in plain_part
+    assert "Who refused, per layer" not in plain_part
+
+
+def test_clients_default_to_twenty_and_one_is_the_least(tmp_path: Path) -> None:
+    assert parse_options(["--out", str(tmp_path)]).clients == 20
+    assert parse_options(["--clients", "1", "--out", str(tmp_path)]).clients == 1
+    with pytest.raises(SystemExit):
+        parse_options(["--clients", "0", "--out", str(tmp_path)])
 
 
 def test_sampler_reports_memory_and_cpu_of_a_process_tree() -> None:
