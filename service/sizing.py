@@ -123,6 +123,14 @@ def derive(inputs: SizingInputs) -> Sizing:
     pgbouncer_pool = max(1, min(inputs.db_connection_budget, app_processes * per_process_clients))
     pgbouncer_clients = app_processes * per_process_clients + PGBOUNCER_ADMIN_CLIENTS
     capacity_rps = app_processes * max_in_flight * 1000 / inputs.service_time_ms
+    # nginx is the cheapest place to say no, and the app's refusals cost its
+    # event loop CPU that admitted requests need. So nginx lets through what
+    # the workers can serve (L each) plus a small margin, half of L, so that
+    # a freed slot finds its next request already in the worker rather than
+    # idling through the proxy hop; the admission queue absorbs what nginx
+    # cannot see (one worker busier than another). Measured in
+    # docs/benchmark.md ("The nginx cap").
+    nginx_margin = min(queue_length, math.ceil(max_in_flight / 2))
     deadline_s = math.ceil(inputs.request_deadline_ms / 1000)
 
     return Sizing(
@@ -144,7 +152,7 @@ def derive(inputs: SizingInputs) -> Sizing:
         pg_max_connections=pgbouncer_pool + PG_RESERVED_CONNECTIONS,
         nginx_rate_per_client=max(1, int(capacity_rps)),
         nginx_burst_per_client=max(1, int(capacity_rps / 2)),
-        nginx_max_conns=app_processes * (max_in_flight + queue_length),
+        nginx_max_conns=app_processes * (max_in_flight + nginx_margin),
         nginx_proxy_read_timeout_s=deadline_s + 1,
         replicas=inputs.replicas,
     )

@@ -21,6 +21,22 @@ def test_derived_limits_always_hold_the_chain(cores: int, budget: int, replicas:
     assert s.max_in_flight <= s.pool_size + s.max_overflow
     assert s.queue_wait_ms < s.request_deadline_ms
     assert s.nginx_proxy_read_timeout_s * 1000 > s.request_deadline_ms
+    # nginx lets every slot be filled, and no more than the workers can queue.
+    slots = processes * s.max_in_flight
+    assert slots < s.nginx_max_conns <= processes * (s.max_in_flight + s.queue_length)
+
+
+def test_nginx_refuses_what_the_workers_cannot_start_soon() -> None:
+    # 2 workers x L 4: nginx admits the 8 slots plus half of L per worker, so
+    # the excess is refused by nginx, not queued in the app (docs/benchmark.md).
+    s = derive(SizingInputs(cpu_cores=2, db_connection_budget=8))
+    assert (s.workers, s.max_in_flight, s.queue_length) == (2, 4, 10)
+    assert s.nginx_max_conns == 12
+    # A queue shorter than the margin caps it.
+    assert (
+        derive(SizingInputs(cpu_cores=2, db_connection_budget=8, queue_length=1)).nginx_max_conns
+        == 10
+    )
 
 
 def test_littles_law_bounds_the_queue() -> None:
