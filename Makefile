@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help install packages up down status test lint fmt bench bench-discipline sizing sizing-staging sizing-k8s-staging grafana clean
+.PHONY: help install packages up down status test lint fmt bench sizing sizing-staging sizing-k8s-staging grafana clean
 
 help:
 	@echo "make up       start the whole local stack (installs what is missing)"
@@ -14,7 +14,6 @@ help:
 	@echo "make status   show the stack's processes and URLs"
 	@echo "make clean    stop and remove every local stack's state (and database directory)"
 	@echo "make bench    the overload benchmark: Sluice vs a plain deployment, 20 clients (docs/benchmark.md)"
-	@echo "make bench-discipline  FIFO vs LIFO admission queue under the same load"
 	@echo "make lint     ruff, ruff format --check, mypy strict on service/"
 	@echo "make fmt      ruff format and autofix"
 
@@ -53,10 +52,6 @@ test: install lint
 
 bench: install
 	$(PY) -m bench
-
-# FIFO vs LIFO admission queue under the same load (docs/benchmark.md).
-bench-discipline: install
-	$(PY) -m bench.discipline
 
 sizing: $(STAMP)
 	$(PY) -m service.sizing --format table

@@ -9,16 +9,14 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import calibrate, database, loadgen, report, schedule, workload
-from bench.calibrate import CalibrationStep
-from bench.database import Integrity
+from bench.results import BenchResult, DeploymentResult, Options, Run
 from bench.search import CapacitySearch
-from bench.serverside import ServerRecorder, ServerSide
-from bench.stats import Summary, meets_target, summarize
+from bench.serverside import ServerRecorder
+from bench.stats import meets_target, summarize
 from bench.targets import (
     ROOT,
     Deployment,
@@ -53,72 +51,6 @@ SLUICE_LIMITS = (
     "NGINX_BURST_PER_CLIENT",
     "NGINX_MAX_CONNS",
 )
-
-
-@dataclass(frozen=True)
-class Options:
-    quick: bool
-    duration_s: float  # each measured level
-    search_duration_s: float  # each capacity-search step
-    calibration_duration_s: float
-    warm_up_s: float
-    calibration_rates: tuple[float, ...]
-    multiples: tuple[float, ...]
-    target_p99_ms: float
-    timeout_s: float
-    max_in_flight: int
-    search_start: float
-    search_steps: int
-    search_resolution: float
-    workers: int
-    port_base: int
-    plain_port: int
-    calibration_port: int
-    drain_timeout_s: float
-    seed: int
-    out: Path
-    calibrate: bool
-    clients: int  # accounts, one bearer token each; every request is sent by one of them
-    state: Path  # the Sluice stack's state directory
-    sluice_overrides: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass
-class Run:
-    deployment: str
-    label: str
-    rate: float
-    summary: Summary
-    integrity: Integrity
-    rss_peak_mb: dict[str, float]
-    generator_cpu: float  # cores
-    cpu_ms_per_request: dict[str, float]  # by process group, and "generator"
-    drain_s: float | None  # time until the server answered promptly again; None: it did not
-    passed: bool
-    restarted: bool = False  # it did not recover within the drain limit, so it was restarted
-    server: ServerSide | None = None  # what nginx and the app recorded (None: nothing)
-
-
-@dataclass
-class DeploymentResult:
-    name: str
-    description: str
-    search: list[Run] = field(default_factory=list)
-    capacity: float = 0.0
-    levels: list[Run] = field(default_factory=list)
-    error: str = ""
-    settings: dict[str, str] = field(default_factory=dict)  # the limits in force
-
-
-@dataclass
-class BenchResult:
-    options: Options
-    started: datetime
-    machine: dict[str, str]
-    calibration: list[CalibrationStep]
-    ceiling: float
-    deployments: list[DeploymentResult]
-    elapsed_s: float = 0.0
 
 
 def progress(message: str) -> None:
@@ -311,10 +243,30 @@ def run_deployment(
     ceiling: float,
     rates: list[tuple[str, float]] | None,
 ) -> list[tuple[str, float]]:
-    """Capacity search, then the levels (the given rates, or multiples of this capacity)."""
+    """Capacity search, then the levels (the given rates, or multiples of this capacity).
+
+    With fixed rates (--rates) there is no search: the levels are those rates.
+    """
     warm_up(target, tokens=tokens, dsn=dsn, options=options)
-    progress(f"{target.name}: capacity search (target: 2xx p99 <= {options.target_p99_ms} ms)")
     sequence = 1000 if target.name == "plain" else 0
+    if options.rates:
+        rates = [(f"{rate:g} rps", rate) for rate in options.rates]
+        progress(f"{target.name}: fixed rates, no capacity search")
+        result.levels = [
+            measure(
+                target,
+                tokens=tokens,
+                dsn=dsn,
+                rate=rate,
+                duration_s=options.duration_s,
+                label=label,
+                options=options,
+                sequence=sequence + 100 + index,
+            )
+            for index, (label, rate) in enumerate(rates)
+        ]
+        return rates
+    progress(f"{target.name}: capacity search (target: 2xx p99 <= {options.target_p99_ms} ms)")
     result.capacity, result.search = find_capacity(
         target, tokens=tokens, dsn=dsn, options=options, ceiling=ceiling, first=sequence
     )
@@ -459,6 +411,12 @@ def parse_options(argv: list[str] | None) -> Options:
         help="capacity criterion on 2xx p99 (default: SLUICE_TARGET_LATENCY_MS)",
     )
     parser.add_argument("--multiples", default="0.5,1,2,4", help="levels, x capacity")
+    parser.add_argument(
+        "--rates",
+        default="",
+        help="fixed levels in requests/s (e.g. 150,300,600,1200) instead of the capacity "
+        "search and --multiples: the same rates for both deployments, to compare runs",
+    )
     parser.add_argument("--timeout", type=float, default=5.0, help="client timeout, seconds")
     parser.add_argument("--max-in-flight", type=int, default=1000, help="generator connections")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
@@ -507,11 +465,12 @@ def parse_options(argv: list[str] | None) -> Options:
             else (500.0, 1000.0, 1500.0, 2000.0, 3000.0, 4000.0, 5000.0, 6000.0, 8000.0)
         ),
         multiples=tuple(float(m) for m in args.multiples.split(",")),
+        rates=tuple(float(r) for r in args.rates.split(",") if r.strip()),
         target_p99_ms=args.target_p99_ms,
         timeout_s=args.timeout,
         max_in_flight=args.max_in_flight,
         search_start=50.0,
-        search_steps=5 if quick else 12,
+        search_steps=6 if quick else 16,
         search_resolution=0.25 if quick else 0.05,
         workers=args.workers,
         port_base=args.port_base,

@@ -12,6 +12,10 @@ class CapacitySearch:
     Capacity is the highest rate that passed. The search stops when the gap
     between the highest pass and the lowest failure is within `resolution`, at
     `max_rate` (the generator's own ceiling), or after `max_steps`.
+
+    A failed step is run once more before it counts: on a shared 2-core
+    machine one hiccup (another process, a checkpoint) can fail a step far
+    below capacity, and the bisection never looks above a failure again.
     """
 
     start: float
@@ -20,6 +24,7 @@ class CapacitySearch:
     resolution: float = 0.1
     max_steps: int = 10
     min_rate: float = 5.0
+    confirm_failures: bool = True
     history: list[tuple[float, bool]] = field(default_factory=list)
 
     @property
@@ -28,7 +33,9 @@ class CapacitySearch:
 
     @property
     def failed(self) -> float | None:
-        return min((r for r, ok in self.history if not ok), default=None)
+        """The lowest rate none of whose tries passed."""
+        passed = {r for r, ok in self.history if ok}
+        return min((r for r, ok in self.history if r not in passed), default=None)
 
     @property
     def capacity(self) -> float:
@@ -43,6 +50,9 @@ class CapacitySearch:
         lo, hi = self.passed, self.failed
         if not self.history:
             return float(round(min(self.start, self.max_rate)))
+        last, ok = self.history[-1]
+        if self.confirm_failures and not ok and [r for r, _ in self.history].count(last) == 1:
+            return last
         if hi is None:
             if lo >= self.max_rate:
                 return None

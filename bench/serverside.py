@@ -90,6 +90,7 @@ class Layers:
     admitted: StatusStats  # 2xx
     refused: dict[str, StatusStats] = field(default_factory=dict)  # by REFUSERS
     refused_by_layer: dict[str, StatusStats] = field(default_factory=dict)  # "nginx", "app"
+    refused_all: StatusStats = field(default_factory=lambda: latency_stats([]))  # every refusal
     other: dict[int, int] = field(default_factory=dict)  # any other status (499: client gone)
 
 
@@ -98,6 +99,7 @@ def attribute(lines: Iterable[LogLine]) -> Layers:
     admitted: list[float] = []
     refused: dict[str, list[float]] = defaultdict(list)
     layers: dict[str, list[float]] = defaultdict(list)
+    every: list[float] = []
     other: dict[int, int] = defaultdict(int)
     logged = 0
     for line in lines:
@@ -106,6 +108,7 @@ def attribute(lines: Iterable[LogLine]) -> Layers:
         if who is not None:
             refused[who].append(line.request_time_s)
             layers[who.split(" ", 1)[0]].append(line.request_time_s)
+            every.append(line.request_time_s)
         elif 200 <= line.status < 300:
             admitted.append(line.request_time_s)
         else:
@@ -115,6 +118,7 @@ def attribute(lines: Iterable[LogLine]) -> Layers:
         admitted=latency_stats(admitted),
         refused={who: latency_stats(refused[who]) for who in REFUSERS if who in refused},
         refused_by_layer={name: latency_stats(values) for name, values in sorted(layers.items())},
+        refused_all=latency_stats(every),
         other=dict(sorted(other.items())),
     )
 

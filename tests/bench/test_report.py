@@ -10,10 +10,9 @@ from pathlib import Path
 import pytest
 
 from bench.database import Integrity
-from bench.discipline import render as render_discipline
-from bench.discipline import waited_refusals
-from bench.procedure import BenchResult, DeploymentResult, Run, parse_options
+from bench.procedure import parse_options
 from bench.report import evaluate_targets, render, write
+from bench.results import BenchResult, DeploymentResult, Run
 from bench.serverside import ServerSide, run_layers
 from bench.stats import Outcome, summarize
 from bench.targets import RssSampler
@@ -64,15 +63,49 @@ def _result(tmp_path: Path) -> BenchResult:
     )
 
 
+SERVER_REFUSAL = "4x: refusal p99 <= 20 ms, server side"
+CLIENT_REFUSAL = "4x: refusal p99 <= 50 ms, client side (judged when lag p99 <= 20 ms)"
+
+
 def test_targets_are_judged_from_the_levels(tmp_path: Path) -> None:
-    verdicts = {name: met for name, _, met in evaluate_targets(_result(tmp_path))}
+    result = _result(tmp_path)
+    sluice = result.deployments[0]
+    fast_refusals = [*[ADMITTED_GET] * 100, *[CONNECTION_CAPPED] * 300]
+    sluice.levels[3] = replace(
+        sluice.levels[3], server=ServerSide(layers=run_layers(fast_refusals), shed={})
+    )
+    verdicts = {name: met for name, _, met in evaluate_targets(result)}
     assert verdicts["4x: goodput >= 90% of capacity"] is True
     assert verdicts["4x: admitted p99 <= 3 x p99 at 0.5x"] is True
-    assert verdicts["4x: rejection p99 <= 50 ms"] is True
+    assert verdicts[SERVER_REFUSAL] is True
+    assert verdicts[CLIENT_REFUSAL] is True
     assert verdicts["4x: zero timeouts"] is True
     assert verdicts["zero lost acknowledged writes (every Sluice run)"] is True
     assert verdicts["0.5x: p50 within 3 ms of plain"] is True
     assert verdicts["capacity >= 85% of plain"] is True
+
+
+def test_slow_refusals_and_a_late_generator_are_called_out(tmp_path: Path) -> None:
+    result = _result(tmp_path)
+    sluice = result.deployments[0]
+    # 1 in 50 refusals waited 140 ms in the app: past the server-side p99 bound.
+    slow = [*[ADMITTED_GET] * 100, *[CONNECTION_CAPPED] * 49, APP_REFUSED]
+    late = [Outcome("get", 200, 0.050, 0.030) for _ in range(100)]
+    late += [Outcome("get", 503, 0.031, 0.030, body=b'{"reason":"queue_full"}')]
+    sluice.levels[3] = replace(
+        sluice.levels[3],
+        summary=summarize(late, offered_rps=400, duration_s=1.0),
+        server=ServerSide(layers=run_layers(slow), shed={}),
+    )
+    checks = {name: (measured, met) for name, measured, met in evaluate_targets(result)}
+    assert checks[SERVER_REFUSAL] == ("140.0 ms over 50 refusals (nginx's request_time)", False)
+    # The generator sent 30 ms late at p99: the client-side refusal tail is not judged.
+    assert checks[CLIENT_REFUSAL][1] is None
+    assert "not judged" in checks[CLIENT_REFUSAL][0]
+    # Without nginx's log there is nothing to judge server side.
+    sluice.levels[3] = replace(sluice.levels[3], server=None)
+    checks = {name: (measured, met) for name, measured, met in evaluate_targets(result)}
+    assert checks[SERVER_REFUSAL] == ("not measured", None)
 
 
 def test_report_and_plots_are_written(tmp_path: Path) -> None:
@@ -114,9 +147,10 @@ def test_report_says_who_refused_per_layer_and_when_the_client_tail_is_unreliabl
     row = next(line for line in text.splitlines() if line.startswith("| 4x | 400 | 1 | 0.0 / 1.0"))
     # nginx: 1 refused as the client saw it, server p50/p99 0/1 ms, client 31/31 ms;
     # app: 1, server 140 ms, client 90 ms; 2xx p99 server 12 ms, client 50 ms; lag 30 ms.
+    # Every refusal server side: 0, 1 and 140 ms.
     assert row == (
         "| 4x | 400 | 1 | 0.0 / 1.0 | 31.0 / 31.0 | 1 | 140.0 / 140.0 | 90.0 / 90.0 "
-        "| 12.0 | 50.0 | 30.0 / 30.0 **client tail unreliable** |"
+        "| 1.0 / 140.0 | 12.0 | 50.0 | 30.0 / 30.0 **client tail unreliable** |"
     )
     assert "**The client-side tail is unreliable for: 4x (30.0 ms).**" in text
     # The plain deployment records nothing server-side, and the report says so.
@@ -139,29 +173,11 @@ def test_sampler_reports_memory_and_cpu_of_a_process_tree() -> None:
     assert sampler.cpu_s["self"] >= 0
 
 
-def test_discipline_report_tells_refusals_on_arrival_from_refusals_after_waiting(
-    tmp_path: Path,
-) -> None:
-    options = parse_options(["--quick", "--out", str(tmp_path)])
-    fifo = _run("fifo", "2x", 200, 0.050, rejected=90)
-    outcomes = [Outcome("get", 200, 0.020, 0.001) for _ in range(100)]
-    outcomes += [
-        Outcome("get", 503, 0.160, 0.001, body=b'{"reason":"queue_timeout"}') for _ in range(60)
-    ]
-    outcomes += [
-        Outcome("get", 503, 0.010, 0.001, body=b'{"reason":"queue_full"}') for _ in range(20)
-    ]
-    outcomes += [
-        Outcome("get", 503, 0.001, 0.001, body=b'{"layer":"nginx","reason":"connection_limit"}')
-        for _ in range(20)
-    ]
-    lifo = replace(
-        fifo, deployment="lifo", summary=summarize(outcomes, offered_rps=200, duration_s=1.0)
-    )
-    assert waited_refusals(fifo) == 0.0
-    assert waited_refusals(lifo) == 0.75  # nginx's refusals are not the queue's
-    text = render_discipline(200.0, [lifo, fifo], options, elapsed_s=60.0)
-    rows = [line for line in text.splitlines() if line.startswith(("| fifo", "| lifo"))]
-    assert [row.split(" | ")[0] for row in rows] == ["| fifo", "| lifo"]
-    assert "| 75 % |" in rows[1] and "| 0 % |" in rows[0]
-    assert "app:queue_timeout 60 (p99 160 ms)" in rows[1]
+def test_fixed_rates_replace_the_capacity_search(tmp_path: Path) -> None:
+    options = parse_options(["--rates", "150,300", "--out", str(tmp_path)])
+    assert options.rates == (150.0, 300.0)
+    assert parse_options(["--out", str(tmp_path)]).rates == ()
+    result = replace(_result(tmp_path), options=options)
+    text = render(result, [])
+    assert "fixed levels of 30 s at 150, 300 rps" in text
+    assert "Capacity: not searched (--rates)." in text
