@@ -42,10 +42,8 @@ SLUICE_LIMITS = (
     "SLUICE_QUEUE_LENGTH",
     "SLUICE_QUEUE_WAIT_MS",
     "SLUICE_SERVICE_TIME_MS",
-    "SLUICE_DB_POOL_SIZE",
     "SLUICE_DB_MAX_OVERFLOW",
     "SLUICE_DB_POOL_TIMEOUT_S",
-    "SLUICE_THREADPOOL_TOKENS",
     "PGBOUNCER_DEFAULT_POOL_SIZE",
     "NGINX_RATE_PER_CLIENT",
     "NGINX_BURST_PER_CLIENT",
@@ -371,10 +369,11 @@ def run_bench(options: Options) -> BenchResult:
                 log=options.out / "plain-uvicorn.log",
                 postgres_pid=stack.pid("postgres"),
             ) as target:
+                # Its pool: SLUICE_MAX_IN_FLIGHT sizes it (no admission, anyio's threads).
                 plain.settings = {
                     k: env[k]
                     for k in SLUICE_LIMITS
-                    if k in env and k.startswith(("SLUICE_DB", "SLUICE_THREAD"))
+                    if k in env and k.startswith(("SLUICE_DB", "SLUICE_MAX_IN_FLIGHT"))
                 }
                 plain.settings["workers"] = str(options.workers)
                 run_deployment(

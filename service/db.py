@@ -24,9 +24,10 @@ def create_db_engine(settings: Settings) -> Engine:
     engine = create_engine(
         settings.database_url,
         poolclass=InstrumentedQueuePool,
-        pool_size=limits.pool_size,
-        max_overflow=limits.max_overflow,
-        pool_timeout=limits.pool_timeout_s,
+        # One connection per admitted request (Sizing.max_in_flight).
+        pool_size=limits.max_in_flight,
+        max_overflow=limits.db_max_overflow,
+        pool_timeout=limits.db_pool_timeout_s,
         # A server lost behind PgBouncer is noticed at checkout, not mid-request.
         pool_pre_ping=True,
         pool_recycle=1800,

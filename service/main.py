@@ -27,9 +27,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # Sync endpoints run in this threadpool; sized to the admission limit
-        # so an admitted request never waits for a thread (fastapi#3205).
-        anyio.to_thread.current_default_thread_limiter().total_tokens = limits.threadpool_tokens
+        if settings.admission_enabled:
+            # Sync endpoints run in this threadpool; sized to the admission limit
+            # so an admitted request never waits for a thread (fastapi#3205).
+            # Without admission (the benchmark's plain deployment) anyio's
+            # default stays, as in a project that does not size it.
+            anyio.to_thread.current_default_thread_limiter().total_tokens = limits.max_in_flight
         yield
         engine.dispose()
 

@@ -13,7 +13,7 @@ from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic import AliasGenerator, Field, SecretStr, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -21,6 +21,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from service.env_names import env_name
 from service.sizing import Sizing, SizingInputs, check, derive
 
 DEFAULT_SECRET = "changethis-local-development-only-secret-key"
@@ -38,17 +39,19 @@ _NOT_SETTINGS_PREFIXES = ("SLUICE_PID_",)
 _NOT_SETTINGS_SUFFIXES = ("_URL",)
 
 
+# Settings that one limit replaced; the close-match hint would point elsewhere.
+REMOVED = {
+    "SLUICE_DB_POOL_SIZE": "SLUICE_MAX_IN_FLIGHT sets the pool size",
+    "SLUICE_THREADPOOL_TOKENS": "SLUICE_MAX_IN_FLIGHT sets the threadpool size",
+}
+
+
 class UnknownSetting(ValueError):
     pass
 
 
-def _alias(name: str) -> AliasChoices:
-    """Accept both SLUICE_X and the bare name the config templates use."""
-    return AliasChoices(f"SLUICE_{name}", name)
-
-
 def refuse_unknown(environ: Mapping[str, str], valid: frozenset[str]) -> None:
-    """A misspelt SLUICE_* variable would be ignored silently: refuse it, naming the fix."""
+    """A misspelt or removed SLUICE_* variable would be ignored: refuse it, naming the fix."""
     unknown = sorted(
         key
         for key in environ
@@ -63,7 +66,12 @@ def refuse_unknown(environ: Mapping[str, str], valid: frozenset[str]) -> None:
     problems = []
     for key in unknown:
         close = difflib.get_close_matches(key, sorted(valid), n=1, cutoff=0.6)
-        hint = f"did you mean {close[0]}?" if close else "see .env.example for every setting"
+        if key in REMOVED:
+            hint = f"removed: {REMOVED[key]}"
+        elif close:
+            hint = f"did you mean {close[0]}?"
+        else:
+            hint = "see .env.example for every setting"
         problems.append(f"{key} ({hint})")
     raise UnknownSetting("unknown setting: " + "; ".join(problems))
 
@@ -83,7 +91,10 @@ class _UnknownVariables(PydanticBaseSettingsSource):
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="SLUICE_",
+        # Every field is read from env_name(field): one rule, no per-field aliases.
+        alias_generator=AliasGenerator(validation_alias=env_name),
+        validate_by_name=True,
+        validate_by_alias=True,
         env_file=None,
         extra="ignore",
         secrets_dir=str(_SECRETS_DIR) if _SECRETS_DIR.is_dir() else None,
@@ -112,25 +123,23 @@ class Settings(BaseSettings):
     service_time_ms: float = Field(default=50.0, gt=0)
     replicas: int = Field(default=1, ge=1)
 
-    # Explicit overrides of derived limits; unset means "derive".
+    # Explicit overrides of derived limits, named as the Sizing fields they
+    # replace; unset means "derive".
     workers: int | None = Field(default=None, ge=1)
-    threadpool_tokens: int | None = Field(default=None, ge=1)
     max_in_flight: int | None = Field(default=None, ge=1)
     queue_length: int | None = Field(default=None, ge=0)
     queue_wait_ms: int | None = Field(default=None, ge=1)
-    db_pool_size: int | None = Field(default=None, ge=1)
     db_max_overflow: int | None = Field(default=None, ge=0)
     db_pool_timeout_s: float | None = Field(default=None, gt=0)
     backlog: int | None = Field(default=None, ge=1)
-    pgbouncer_max_client_conn: int | None = Field(
-        default=None, ge=1, validation_alias=_alias("PGBOUNCER_MAX_CLIENT_CONN")
-    )
-    pgbouncer_default_pool_size: int | None = Field(
-        default=None, ge=1, validation_alias=_alias("PGBOUNCER_DEFAULT_POOL_SIZE")
-    )
-    postgres_max_connections: int | None = Field(
-        default=None, ge=1, validation_alias=_alias("POSTGRES_MAX_CONNECTIONS")
-    )
+    pgbouncer_default_pool_size: int | None = Field(default=None, ge=1)
+    pgbouncer_max_client_conn: int | None = Field(default=None, ge=1)
+    pgbouncer_query_wait_timeout: int | None = Field(default=None, ge=1)
+    postgres_max_connections: int | None = Field(default=None, ge=1)
+    nginx_rate_per_client: int | None = Field(default=None, ge=1)
+    nginx_burst_per_client: int | None = Field(default=None, ge=0)
+    nginx_max_conns: int | None = Field(default=None, ge=1)
+    nginx_proxy_read_timeout: int | None = Field(default=None, ge=1)
 
     # Off only to measure what Sluice protects against (bench: the plain
     # deployment); never in production.
@@ -169,12 +178,8 @@ class Settings(BaseSettings):
 
     @classmethod
     def environment_names(cls) -> frozenset[str]:
-        """Every SLUICE_* variable that sets a field."""
-        names = {f"SLUICE_{name.upper()}" for name in cls.model_fields}
-        for field in cls.model_fields.values():
-            if isinstance(field.validation_alias, AliasChoices):
-                names |= {c for c in field.validation_alias.choices if isinstance(c, str)}
-        return frozenset(n for n in names if n.startswith("SLUICE_"))
+        """Every variable that sets a field."""
+        return frozenset(env_name(name) for name in cls.model_fields)
 
     @model_validator(mode="after")
     def _refuse_defaults_outside_development(self) -> Settings:
@@ -202,7 +207,7 @@ class Settings(BaseSettings):
             if self.environment in ("staging", "production"):
                 raise ValueError("SLUICE_ENFORCE_LIMITS=false is only allowed in local or test")
             return self
-        check(self.limits)
+        check(self.limits, replicas=self.replicas)
         return self
 
     @cached_property
@@ -210,29 +215,15 @@ class Settings(BaseSettings):
         """Derived limits with any explicit override applied."""
         derived = derive(
             SizingInputs(
-                cpu_cores=self.cpu_cores,
-                db_connection_budget=self.db_connection_budget,
-                target_latency_ms=self.target_latency_ms,
-                request_deadline_ms=self.request_deadline_ms,
-                service_time_ms=self.service_time_ms,
-                replicas=self.replicas,
-                workers=self.workers,
-                max_in_flight=self.max_in_flight,
-                queue_length=self.queue_length,
+                **{f.name: getattr(self, f.name) for f in dataclasses.fields(SizingInputs)}
             )
         )
-        overrides: dict[str, Any] = {
-            "threadpool_tokens": self.threadpool_tokens,
-            "queue_wait_ms": self.queue_wait_ms,
-            "pool_size": self.db_pool_size,
-            "max_overflow": self.db_max_overflow,
-            "pool_timeout_s": self.db_pool_timeout_s,
-            "backlog": self.backlog,
-            "pgbouncer_max_client_conn": self.pgbouncer_max_client_conn,
-            "pgbouncer_default_pool_size": self.pgbouncer_default_pool_size,
-            "pg_max_connections": self.postgres_max_connections,
+        overrides = {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(Sizing)
+            if getattr(self, f.name) is not None
         }
-        return dataclasses.replace(derived, **{k: v for k, v in overrides.items() if v is not None})
+        return dataclasses.replace(derived, **overrides)
 
     @property
     def database_url(self) -> str:

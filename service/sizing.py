@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
+
+from service.env_names import env_name
 
 
 class SizingError(ValueError):
@@ -33,50 +35,38 @@ class SizingInputs:
 
 @dataclass(frozen=True)
 class Sizing:
-    """All derived limits. Per-worker values are marked as such."""
+    """All derived limits. Per-worker values are marked as such.
+
+    Each field is named as the setting that overrides it (service/settings.py)
+    and as its environment variable by one rule (service/env_names.py).
+    """
 
     workers: int
-    threadpool_tokens: int  # per worker
-    max_in_flight: int  # L, per worker
+    # L, per worker: admission slots, threadpool threads and SQLAlchemy
+    # pool_size alike, so an admitted request never waits for either.
+    max_in_flight: int
     queue_length: int  # Q, per worker
     queue_wait_ms: int  # T
     request_deadline_ms: int
-    pool_size: int  # per worker
-    max_overflow: int  # per worker
-    pool_timeout_s: float
+    db_max_overflow: int  # per worker
+    db_pool_timeout_s: float
     backlog: int
     pgbouncer_default_pool_size: int
     pgbouncer_max_client_conn: int
-    pgbouncer_query_wait_timeout_s: int
-    pg_max_connections: int
-    nginx_rate_per_client: int  # requests per second
+    pgbouncer_query_wait_timeout: int  # seconds, as PgBouncer reads it
+    postgres_max_connections: int
+    nginx_rate_per_client: int  # requests per second (the template adds "r/s")
     nginx_burst_per_client: int
     nginx_max_conns: int
-    nginx_proxy_read_timeout_s: int
-    replicas: int = 1
+    nginx_proxy_read_timeout: int  # seconds (the template adds "s")
 
     def as_env(self) -> dict[str, str]:
-        """The values as the environment variables the config files read."""
-        return {
-            "SLUICE_WORKERS": str(self.workers),
-            "SLUICE_THREADPOOL_TOKENS": str(self.threadpool_tokens),
-            "SLUICE_MAX_IN_FLIGHT": str(self.max_in_flight),
-            "SLUICE_QUEUE_LENGTH": str(self.queue_length),
-            "SLUICE_QUEUE_WAIT_MS": str(self.queue_wait_ms),
-            "SLUICE_REQUEST_DEADLINE_MS": str(self.request_deadline_ms),
-            "SLUICE_DB_POOL_SIZE": str(self.pool_size),
-            "SLUICE_DB_MAX_OVERFLOW": str(self.max_overflow),
-            "SLUICE_DB_POOL_TIMEOUT_S": f"{self.pool_timeout_s:g}",
-            "SLUICE_BACKLOG": str(self.backlog),
-            "PGBOUNCER_DEFAULT_POOL_SIZE": str(self.pgbouncer_default_pool_size),
-            "PGBOUNCER_MAX_CLIENT_CONN": str(self.pgbouncer_max_client_conn),
-            "PGBOUNCER_QUERY_WAIT_TIMEOUT": str(self.pgbouncer_query_wait_timeout_s),
-            "POSTGRES_MAX_CONNECTIONS": str(self.pg_max_connections),
-            "NGINX_RATE_PER_CLIENT": f"{self.nginx_rate_per_client}r/s",
-            "NGINX_BURST_PER_CLIENT": str(self.nginx_burst_per_client),
-            "NGINX_MAX_CONNS": str(self.nginx_max_conns),
-            "NGINX_PROXY_READ_TIMEOUT": f"{self.nginx_proxy_read_timeout_s}s",
-        }
+        """The values as the environment variables the app and the config files read."""
+        return {env_name(f.name): _env_value(getattr(self, f.name)) for f in fields(self)}
+
+
+def _env_value(value: float) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 # Connections PostgreSQL keeps beyond PgBouncer's pool: superuser reserve,
@@ -105,10 +95,10 @@ def derive(inputs: SizingInputs) -> Sizing:
 
     # Every admitted request may hold one server connection; the budget is
     # split so that all admitted requests together never exceed it.
+    # The SQLAlchemy pool and the threadpool are L too (Sizing.max_in_flight).
     max_in_flight = inputs.max_in_flight or max(1, inputs.db_connection_budget // app_processes)
-    pool_size = max_in_flight
     # Overflow would only hide a leak: admission already caps checkouts at L.
-    max_overflow = 0
+    db_max_overflow = 0
 
     # Half the latency budget may be spent waiting in the admission queue.
     queue_wait_ms = max(1, inputs.target_latency_ms // 2)
@@ -119,7 +109,7 @@ def derive(inputs: SizingInputs) -> Sizing:
         1, math.floor(max_in_flight * queue_wait_ms / inputs.service_time_ms)
     )
 
-    per_process_clients = pool_size + max_overflow
+    per_process_clients = max_in_flight + db_max_overflow
     pgbouncer_pool = max(1, min(inputs.db_connection_budget, app_processes * per_process_clients))
     pgbouncer_clients = app_processes * per_process_clients + PGBOUNCER_ADMIN_CLIENTS
     capacity_rps = app_processes * max_in_flight * 1000 / inputs.service_time_ms
@@ -135,64 +125,53 @@ def derive(inputs: SizingInputs) -> Sizing:
 
     return Sizing(
         workers=workers,
-        threadpool_tokens=max_in_flight,
         max_in_flight=max_in_flight,
         queue_length=queue_length,
         queue_wait_ms=queue_wait_ms,
         request_deadline_ms=inputs.request_deadline_ms,
-        pool_size=pool_size,
-        max_overflow=max_overflow,
-        pool_timeout_s=max(0.1, queue_wait_ms / 1000),
+        db_max_overflow=db_max_overflow,
+        db_pool_timeout_s=max(0.1, queue_wait_ms / 1000),
         backlog=max(64, workers * (max_in_flight + queue_length)),
         pgbouncer_default_pool_size=pgbouncer_pool,
         pgbouncer_max_client_conn=pgbouncer_clients,
         # Admission keeps checkouts within the server pool, so a PgBouncer wait
         # means the database is slow: give up about as soon as admission would.
-        pgbouncer_query_wait_timeout_s=max(1, math.ceil(2 * queue_wait_ms / 1000)),
-        pg_max_connections=pgbouncer_pool + PG_RESERVED_CONNECTIONS,
+        pgbouncer_query_wait_timeout=max(1, math.ceil(2 * queue_wait_ms / 1000)),
+        postgres_max_connections=pgbouncer_pool + PG_RESERVED_CONNECTIONS,
         nginx_rate_per_client=max(1, int(capacity_rps)),
         nginx_burst_per_client=max(1, int(capacity_rps / 2)),
         nginx_max_conns=app_processes * (max_in_flight + nginx_margin),
-        nginx_proxy_read_timeout_s=deadline_s + 1,
-        replicas=inputs.replicas,
+        nginx_proxy_read_timeout=deadline_s + 1,
     )
 
 
-def check(limits: Sizing) -> None:
-    """Refuse limits that break the chain; each message says how to fix it."""
-    workers, replicas = limits.workers, limits.replicas
-    pool_size, max_overflow = limits.pool_size, limits.max_overflow
-    max_in_flight, threadpool_tokens = limits.max_in_flight, limits.threadpool_tokens
-    pgbouncer_max_client_conn = limits.pgbouncer_max_client_conn
-    pgbouncer_default_pool_size = limits.pgbouncer_default_pool_size
-    pg_max_connections = limits.pg_max_connections
+def check(limits: Sizing, *, replicas: int) -> None:
+    """Refuse limits that break the chain; each message names the setting to change.
+
+    Admission, threadpool and pool are one limit (max_in_flight), so they
+    cannot disagree; what explicit overrides can still break is checked here.
+    """
+    workers = limits.workers
+    max_in_flight, db_max_overflow = limits.max_in_flight, limits.db_max_overflow
+    max_client_conn = limits.pgbouncer_max_client_conn
+    default_pool_size = limits.pgbouncer_default_pool_size
+    max_connections = limits.postgres_max_connections
     problems: list[str] = []
-    clients = workers * replicas * (pool_size + max_overflow)
-    if clients > pgbouncer_max_client_conn:
+    clients = workers * replicas * (max_in_flight + db_max_overflow)
+    if clients > max_client_conn:
         problems.append(
-            f"workers ({workers}) x replicas ({replicas}) x (pool_size {pool_size} + "
-            f"max_overflow {max_overflow}) = {clients} exceeds PgBouncer max_client_conn "
-            f"({pgbouncer_max_client_conn}): lower SLUICE_DB_POOL_SIZE or SLUICE_WORKERS, "
-            "or raise PGBOUNCER_MAX_CLIENT_CONN"
+            f"workers ({workers}) x replicas ({replicas}) x (max_in_flight {max_in_flight} + "
+            f"db_max_overflow {db_max_overflow}) = {clients} exceeds PgBouncer max_client_conn "
+            f"({max_client_conn}): lower {env_name('db_max_overflow')}, "
+            f"{env_name('max_in_flight')} or {env_name('workers')}, "
+            f"or raise {env_name('pgbouncer_max_client_conn')}"
         )
-    if pgbouncer_default_pool_size > pg_max_connections - 3:
+    if default_pool_size > max_connections - 3:
         problems.append(
-            f"PgBouncer default_pool_size ({pgbouncer_default_pool_size}) does not fit "
-            f"PostgreSQL max_connections ({pg_max_connections}) minus its 3 reserved "
-            "superuser slots: raise POSTGRES_MAX_CONNECTIONS or lower PGBOUNCER_DEFAULT_POOL_SIZE"
-        )
-    if max_in_flight > threadpool_tokens:
-        problems.append(
-            f"admission limit SLUICE_MAX_IN_FLIGHT ({max_in_flight}) exceeds the threadpool "
-            f"({threadpool_tokens} threads): admitted requests would queue for a thread "
-            "while holding nothing; set them equal"
-        )
-    if max_in_flight > pool_size + max_overflow:
-        problems.append(
-            f"admission limit SLUICE_MAX_IN_FLIGHT ({max_in_flight}) exceeds what the "
-            f"SQLAlchemy pool can serve (pool_size {pool_size} + max_overflow {max_overflow}): "
-            "admitted requests would wait for a connection; lower SLUICE_MAX_IN_FLIGHT "
-            "or raise SLUICE_DB_POOL_SIZE"
+            f"PgBouncer default_pool_size ({default_pool_size}) does not fit "
+            f"PostgreSQL max_connections ({max_connections}) minus its 3 reserved "
+            f"superuser slots: raise {env_name('postgres_max_connections')} "
+            f"or lower {env_name('pgbouncer_default_pool_size')}"
         )
     if problems:
         raise SizingError("inconsistent limits:\n  - " + "\n  - ".join(problems))

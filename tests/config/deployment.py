@@ -176,17 +176,10 @@ def render(template_dir: Path, out_dir: Path, env: Mapping[str, str]) -> str:
 
 def settings_names() -> dict[str, str]:
     """Environment name -> Settings field, for every name the settings object reads."""
+    from service.env_names import env_name
     from service.settings import Settings
 
-    names: dict[str, str] = {}
-    for field_name, field in Settings.model_fields.items():
-        alias = field.validation_alias
-        choices = getattr(alias, "choices", None)
-        if choices:
-            names.update({str(choice): field_name for choice in choices})
-        else:
-            names[f"SLUICE_{field_name.upper()}"] = field_name
-    return names
+    return {env_name(field): field for field in Settings.model_fields}
 
 
 def settings_from_env(env: Mapping[str, str]) -> Any:
@@ -194,13 +187,7 @@ def settings_from_env(env: Mapping[str, str]) -> Any:
     from service.settings import Settings
 
     names = settings_names()
-    kwargs: dict[str, Any] = {}
-    for key, value in env.items():
-        field = names.get(key)
-        if field is None:
-            continue
-        has_alias = Settings.model_fields[field].validation_alias is not None
-        kwargs[key if has_alias else field] = value
+    kwargs = {names[key]: value for key, value in env.items() if key in names}
     return Settings(_env_file=None, **kwargs)  # type: ignore[call-arg]
 
 

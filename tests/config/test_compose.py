@@ -228,7 +228,7 @@ def _misspell_a_setting(m: dict[str, Any]) -> None:
 
 
 def _break_the_sizing_check(m: dict[str, Any]) -> None:
-    _services(m)["app"]["environment"]["SLUICE_DB_POOL_SIZE"] = "50"
+    _services(m)["app"]["environment"]["SLUICE_DB_MAX_OVERFLOW"] = "50"
 
 
 def _rename_health_path(m: dict[str, Any]) -> None:

@@ -21,8 +21,9 @@ def scaling_table(cpu_cores: int = 2, budget: int = 40) -> str:
         processes = s.workers * replicas
         rows.append(
             f"| {replicas} | {processes} | {s.max_in_flight} | {s.queue_length} "
-            f"| {processes * (s.pool_size + s.max_overflow)} | {s.pgbouncer_default_pool_size} "
-            f"| {s.pg_max_connections} | {s.nginx_rate_per_client} |"
+            f"| {processes * (s.max_in_flight + s.db_max_overflow)} "
+            f"| {s.pgbouncer_default_pool_size} "
+            f"| {s.postgres_max_connections} | {s.nginx_rate_per_client} |"
         )
     return "\n".join(rows)
 

@@ -14,7 +14,7 @@ def test_sizing_env_is_consistent_for_the_settings_check() -> None:
     """The app refuses inconsistent limits at start; the committed ones pass."""
     values = deployment.read_env_file(deployment.SIZING_ENV)
     settings = deployment.settings_from_env(values)
-    assert settings.limits.replicas == int(values["SLUICE_REPLICAS"])
+    assert settings.replicas == int(values["SLUICE_REPLICAS"])
     assert settings.limits.workers == int(values["SLUICE_CPU_CORES"])
 
 

@@ -31,7 +31,7 @@ SMALL_LIMITS = {
     "SLUICE_TARGET_LATENCY_MS": "400",
     "SLUICE_REQUEST_DEADLINE_MS": "3000",
     "PGBOUNCER_QUERY_WAIT_TIMEOUT": "1",
-    "NGINX_RATE_PER_CLIENT": "1000r/s",
+    "NGINX_RATE_PER_CLIENT": "1000",
     "NGINX_BURST_PER_CLIENT": "1000",
     # Not the default, so every layer's Retry-After is seen to come from it.
     "SLUICE_RETRY_AFTER_S": "3",

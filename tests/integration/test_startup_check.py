@@ -24,17 +24,21 @@ def test_launcher_refuses_inconsistent_limits() -> None:
         SLUICE_STATE_DIR=str(ROOT / ".sluice-test-refused"),
         SLUICE_PORT_BASE="24600",
         SLUICE_WORKERS="2",
-        SLUICE_DB_POOL_SIZE="50",
+        SLUICE_DB_MAX_OVERFLOW="50",
     )
     result = launcher("up", env)
     assert result.returncode != 0
-    assert "pool_size 50" in result.stderr and "max_client_conn" in result.stderr, result.stderr
+    assert "db_max_overflow 50" in result.stderr and "max_client_conn" in result.stderr, (
+        result.stderr
+    )
     status = launcher("status", env)
     assert "not running" in status.stdout
 
 
 def test_gunicorn_refuses_inconsistent_limits() -> None:
-    env = dict(os.environ, SLUICE_WORKERS="2", SLUICE_DB_POOL_SIZE="50", SLUICE_BIND_PORT="24690")
+    env = dict(
+        os.environ, SLUICE_WORKERS="2", SLUICE_DB_MAX_OVERFLOW="50", SLUICE_BIND_PORT="24690"
+    )
     result = run_gunicorn(env)
     assert result.returncode != 0
     assert "exceeds PgBouncer max_client_conn" in result.stderr

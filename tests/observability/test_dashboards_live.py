@@ -1,11 +1,13 @@
 """The dashboards are true: every panel's and recording rule's query returns data.
 
 Starts its own small stack (port base 25100) with Prometheus scraping every
-second and limits small enough that a short burst is refused at every layer:
-nginx (rate limit, connection cap), admission (queue full) and the pool (a
-1 ms pool_timeout with more admission slots than connections, which the
-sizing check refuses in production; SLUICE_ENFORCE_LIMITS=false allows it
-here). Then it asks Prometheus for every query.
+second and limits small enough that a short burst is refused at nginx (rate
+limit, connection cap) and by admission (queue full), and one request whose
+statement times out on a locked table (a database error, 503). The pool is
+never exhausted: it has one connection per admission slot (max_in_flight),
+so its timeout counter is there at zero; tests/unit/test_db_errors.py
+exhausts it by holding its only connection. Then it asks Prometheus for
+every query.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
+import psycopg2
 import pytest
 
 from tests.api import Api
@@ -40,12 +43,9 @@ def loaded_stack() -> Iterator[RunningStack]:
         PROMETHEUS_SCRAPE_INTERVAL="1s",
         SLUICE_WORKERS="1",
         SLUICE_MAX_IN_FLIGHT="2",
-        SLUICE_THREADPOOL_TOKENS="2",
         SLUICE_QUEUE_LENGTH="2",
-        SLUICE_DB_POOL_SIZE="1",
-        SLUICE_DB_MAX_OVERFLOW="0",
-        SLUICE_DB_POOL_TIMEOUT_S="0.001",
-        SLUICE_ENFORCE_LIMITS="false",
+        # The statement timeout is what is left of the deadline: keep it short.
+        SLUICE_REQUEST_DEADLINE_MS="2000",
         # 40 requests/s per client at nginx, burst 20 (service/sizing.py).
         SLUICE_SERVICE_TIME_MS="50",
     )
@@ -71,6 +71,18 @@ def _burst(base_url: str, headers: dict[str, str]) -> Counter[int]:
 
         with ThreadPoolExecutor(BURST_CONCURRENCY) as pool:
             return Counter(pool.map(one, range(BURST_REQUESTS)))
+
+
+def _statement_timeout(app_url: str, database_url: str, headers: dict[str, str]) -> int:
+    """One GET while `items` is locked: its statement times out at the deadline."""
+    conn = psycopg2.connect(database_url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("LOCK TABLE items IN ACCESS EXCLUSIVE MODE")
+            return httpx.get(f"{app_url}/api/v1/items/", headers=headers, timeout=15).status_code
+    finally:
+        conn.rollback()
+        conn.close()
 
 
 def _query(prometheus: str, expr: str) -> list[dict[str, Any]]:
@@ -100,16 +112,20 @@ def prometheus(loaded_stack: RunningStack) -> str:
         api.close()
     # Through nginx: per-client rate limit (429) and connection cap (503).
     edge = _burst(loaded_stack.url, headers)
-    # Straight at Gunicorn, past nginx's cap: admission and pool refusals.
+    # Straight at Gunicorn, past nginx's cap: admission refusals.
     app = _burst(loaded_stack.env["SLUICE_APP_URL"], headers)
     assert edge[429] and edge[503], f"nginx did not shed: {edge}"
     assert app[503], f"the app did not shed: {app}"
+    timed_out = _statement_timeout(
+        loaded_stack.env["SLUICE_APP_URL"], loaded_stack.database_url, headers
+    )
+    assert timed_out == 503, f"the locked statement was answered {timed_out}"
 
     def shed_seen() -> bool:
         layers = {r["metric"].get("layer") for r in _query(url, "layer_reason:sluice_shed:rate1m")}
-        return {"nginx", "app", "pool"} <= layers
+        return {"nginx", "app", "db"} <= layers
 
-    _wait_for(shed_seen, 30, "Prometheus to see refusals by nginx, app and pool")
+    _wait_for(shed_seen, 30, "Prometheus to see refusals by nginx, the app and the database")
     return url
 
 

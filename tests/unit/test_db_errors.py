@@ -25,9 +25,7 @@ def one_connection_client(unit_settings: Settings) -> Iterator[TestClient]:
         **unit_settings.model_dump(
             include={"environment", "db_host", "db_port", "db_user", "db_name"}
         ),
-        db_pool_size=1,
         max_in_flight=1,
-        threadpool_tokens=2,
         db_pool_timeout_s=0.2,
     )
     app = create_app(settings)

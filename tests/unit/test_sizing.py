@@ -15,12 +15,10 @@ from service.sizing import SizingError, SizingInputs, derive
 def test_derived_limits_always_hold_the_chain(cores: int, budget: int, replicas: int) -> None:
     s = derive(SizingInputs(cpu_cores=cores, db_connection_budget=budget, replicas=replicas))
     processes = s.workers * replicas
-    assert processes * (s.pool_size + s.max_overflow) <= s.pgbouncer_max_client_conn
-    assert s.pgbouncer_default_pool_size <= s.pg_max_connections - 3
-    assert s.max_in_flight <= s.threadpool_tokens
-    assert s.max_in_flight <= s.pool_size + s.max_overflow
+    assert processes * (s.max_in_flight + s.db_max_overflow) <= s.pgbouncer_max_client_conn
+    assert s.pgbouncer_default_pool_size <= s.postgres_max_connections - 3
     assert s.queue_wait_ms < s.request_deadline_ms
-    assert s.nginx_proxy_read_timeout_s * 1000 > s.request_deadline_ms
+    assert s.nginx_proxy_read_timeout * 1000 > s.request_deadline_ms
     # nginx lets every slot be filled, and no more than the workers can queue.
     slots = processes * s.max_in_flight
     assert slots < s.nginx_max_conns <= processes * (s.max_in_flight + s.queue_length)
@@ -54,22 +52,26 @@ def test_bad_inputs_are_refused() -> None:
 
 def test_startup_check_names_the_conflicting_numbers() -> None:
     with pytest.raises(ValidationError) as info:
-        Settings(cpu_cores=2, db_pool_size=50, environment="test")
+        Settings(cpu_cores=2, db_max_overflow=50, environment="test")
     message = str(info.value)
-    assert "workers (2) x replicas (1) x (pool_size 50" in message
+    assert "workers (2) x replicas (1) x (max_in_flight 4 + db_max_overflow 50)" in message
     assert "PgBouncer max_client_conn" in message
-    assert "SLUICE_DB_POOL_SIZE" in message
+    assert "SLUICE_DB_MAX_OVERFLOW" in message and "PGBOUNCER_MAX_CLIENT_CONN" in message
 
 
-def test_startup_check_refuses_admission_beyond_threadpool() -> None:
-    with pytest.raises(ValidationError, match="exceeds the threadpool"):
-        Settings(
-            max_in_flight=6,
-            threadpool_tokens=2,
-            db_pool_size=6,
-            environment="test",
-            db_connection_budget=20,
-        )
+def test_startup_check_refuses_a_pgbouncer_pool_postgresql_cannot_hold() -> None:
+    with pytest.raises(ValidationError) as info:
+        Settings(cpu_cores=2, postgres_max_connections=5, environment="test")
+    message = str(info.value)
+    assert "default_pool_size (8)" in message
+    assert "POSTGRES_MAX_CONNECTIONS" in message and "PGBOUNCER_DEFAULT_POOL_SIZE" in message
+
+
+def test_a_larger_admission_limit_moves_the_pools_with_it() -> None:
+    """One limit: more admission slots are more pool connections and PgBouncer clients."""
+    s = Settings(cpu_cores=2, max_in_flight=50, environment="test").limits
+    assert s.max_in_flight == 50
+    assert s.pgbouncer_max_client_conn >= s.workers * (50 + s.db_max_overflow)
 
 
 def test_production_refuses_default_secrets() -> None:

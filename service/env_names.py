@@ -1,0 +1,16 @@
+"""One rule from a setting's name to its environment variable.
+
+The nginx, PgBouncer and PostgreSQL config templates read some limits too;
+those settings carry their program's prefix and keep it, bare, so a template
+and the app read the same variable. Every other setting is the app's own.
+"""
+
+from __future__ import annotations
+
+TEMPLATE_PREFIXES = ("nginx_", "pgbouncer_", "postgres_")
+
+
+def env_name(name: str) -> str:
+    """max_in_flight -> SLUICE_MAX_IN_FLIGHT; nginx_max_conns -> NGINX_MAX_CONNS."""
+    upper = name.upper()
+    return upper if name.startswith(TEMPLATE_PREFIXES) else f"SLUICE_{upper}"
