@@ -200,10 +200,11 @@ def plain_environment(
         SLUICE_ENVIRONMENT="test",
         SLUICE_ADMISSION_ENABLED="false",
         SLUICE_ENFORCE_LIMITS="false",
-        SLUICE_DB_POOL_SIZE="5",  # SQLAlchemy's defaults
+        # SQLAlchemy's default pool; with admission off the threadpool is
+        # anyio's default of 40 threads (service/main.py).
+        SLUICE_MAX_IN_FLIGHT="5",
         SLUICE_DB_MAX_OVERFLOW="10",
         SLUICE_DB_POOL_TIMEOUT_S="30",
-        SLUICE_THREADPOOL_TOKENS="40",  # anyio's default
         SLUICE_DB_HOST="127.0.0.1",
         SLUICE_DB_PORT=str(postgres_port),
         SLUICE_DB_USER=db_user,

@@ -139,6 +139,7 @@ class Settings(BaseSettings):
     nginx_rate_per_client: int | None = Field(default=None, ge=1)
     nginx_burst_per_client: int | None = Field(default=None, ge=0)
     nginx_max_conns: int | None = Field(default=None, ge=1)
+    nginx_max_conns_per_client: int | None = Field(default=None, ge=1)
     nginx_proxy_read_timeout: int | None = Field(default=None, ge=1)
 
     # Off only to measure what Sluice protects against (bench: the plain

@@ -58,6 +58,7 @@ class Sizing:
     nginx_rate_per_client: int  # requests per second (the template adds "r/s")
     nginx_burst_per_client: int
     nginx_max_conns: int
+    nginx_max_conns_per_client: int
     nginx_proxy_read_timeout: int  # seconds (the template adds "s")
 
     def as_env(self) -> dict[str, str]:
@@ -121,6 +122,7 @@ def derive(inputs: SizingInputs) -> Sizing:
     # cannot see (one worker busier than another). Measured in
     # docs/benchmark.md ("The nginx cap").
     nginx_margin = min(queue_length, math.ceil(max_in_flight / 2))
+    nginx_max_conns = app_processes * (max_in_flight + nginx_margin)
     deadline_s = math.ceil(inputs.request_deadline_ms / 1000)
 
     return Sizing(
@@ -140,7 +142,11 @@ def derive(inputs: SizingInputs) -> Sizing:
         postgres_max_connections=pgbouncer_pool + PG_RESERVED_CONNECTIONS,
         nginx_rate_per_client=max(1, int(capacity_rps)),
         nginx_burst_per_client=max(1, int(capacity_rps / 2)),
-        nginx_max_conns=app_processes * (max_in_flight + nginx_margin),
+        nginx_max_conns=nginx_max_conns,
+        # nginx counts a request against the cap once its header is in, while
+        # it still reads the body: one client stalling its bodies (or simply
+        # sending many at once) must not hold the whole cap.
+        nginx_max_conns_per_client=max(1, nginx_max_conns // 2),
         nginx_proxy_read_timeout=deadline_s + 1,
     )
 
@@ -172,6 +178,12 @@ def check(limits: Sizing, *, replicas: int) -> None:
             f"PostgreSQL max_connections ({max_connections}) minus its 3 reserved "
             f"superuser slots: raise {env_name('postgres_max_connections')} "
             f"or lower {env_name('pgbouncer_default_pool_size')}"
+        )
+    if limits.nginx_max_conns_per_client > limits.nginx_max_conns:
+        problems.append(
+            f"nginx's per-client cap ({limits.nginx_max_conns_per_client}) exceeds its "
+            f"global cap ({limits.nginx_max_conns}): one client could hold every slot; "
+            f"lower {env_name('nginx_max_conns_per_client')}"
         )
     if problems:
         raise SizingError("inconsistent limits:\n  - " + "\n  - ".join(problems))

@@ -125,15 +125,20 @@ def _slow_client(port: int, request: bytes, results: list[tuple[float, bytes]]) 
 def test_slow_clients_are_cut_off_without_reaching_the_app(edge_stack: RunningStack) -> None:
     """Slow-header and slow-body clients: nginx hangs up after its client timeouts.
 
-    Meanwhile normal requests are served at once: nginx buffers the whole
-    request before proxying, so the app never sees the stalled ones.
+    Meanwhile other clients' requests are served at once: nginx buffers the
+    whole request before proxying, so the app never sees the stalled ones.
+    nginx counts a request against its connection cap once the header is in,
+    so one client's stalled bodies hold at most its per-client share of the
+    cap (NGINX_MAX_CONNS_PER_CLIENT); its bodies beyond that are refused at
+    once.
     """
+    _, slow_token = new_user(edge_stack.url)
     _, token = new_user(edge_stack.url)
     port = edge_stack.port_base
     slow_header = b"GET /api/v1/users/me HTTP/1.1\r\nHost: x\r\nX-Slow: "
     slow_body = (
         b"POST /api/v1/items/ HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        b"Authorization: Bearer " + token.encode() + b"\r\nContent-Length: 1000\r\n\r\n{"
+        b"Authorization: Bearer " + slow_token.encode() + b"\r\nContent-Length: 1000\r\n\r\n{"
     )
     results: list[tuple[float, bytes]] = []
     clients = [
@@ -153,15 +158,27 @@ def test_slow_clients_are_cut_off_without_reaching_the_app(edge_stack: RunningSt
     for client in clients:
         client.join(timeout=30)
     assert len(results) == len(clients)
-    cut_after = [elapsed for elapsed, _ in results]
-    # NGINX_CLIENT_TIMEOUT=5s: cut off after it, well before the 30 s socket timeout.
+    refused = [t for t, data in results if data.startswith(b"HTTP/1.1 503")]
+    cut_after = [t for t, data in results if not data.startswith(b"HTTP/1.1 503")]
+    per_client = int(edge_stack.env["NGINX_MAX_CONNS_PER_CLIENT"])
+    # The slow bodies beyond the client's share were refused on arrival.
+    assert len(refused) == 20 - per_client, (len(refused), per_client)
+    assert all(t < 1.0 for t in refused), refused
+    assert all(
+        b'"reason":"connection_limit"' in data
+        for _, data in results
+        if data.startswith(b"HTTP/1.1 503")
+    )
+    # NGINX_CLIENT_TIMEOUT=5s: the rest cut off after it, well before the 30 s socket timeout.
     assert all(4 <= t < 10 for t in cut_after), cut_after
     assert max(latencies) < 1.0, latencies
-    timed_out = _logged_408s(edge_stack, expected=len(clients))
-    assert timed_out and all('"upstream_addr":""' in line for line in timed_out)
+    timed_out = _logged_408s(edge_stack, expected=len(cut_after))
+    assert len(timed_out) >= len(cut_after)
+    assert all('"upstream_addr":""' in line for line in timed_out)
     record(
         "slow clients (20 slow-header + 20 slow-body)",
         cut_off_after_s=f"{min(cut_after):.1f}-{max(cut_after):.1f}",
+        refused_at_once=len(refused),
         normal_request_max_s=max(latencies),
     )
 

@@ -30,6 +30,8 @@ def test_nginx_refuses_what_the_workers_cannot_start_soon() -> None:
     s = derive(SizingInputs(cpu_cores=2, db_connection_budget=8))
     assert (s.workers, s.max_in_flight, s.queue_length) == (2, 4, 10)
     assert s.nginx_max_conns == 12
+    # One client (a token, or an address without one) holds at most half of it.
+    assert s.nginx_max_conns_per_client == 6
     # A queue shorter than the margin caps it.
     assert (
         derive(SizingInputs(cpu_cores=2, db_connection_budget=8, queue_length=1)).nginx_max_conns
@@ -65,6 +67,14 @@ def test_startup_check_refuses_a_pgbouncer_pool_postgresql_cannot_hold() -> None
     message = str(info.value)
     assert "default_pool_size (8)" in message
     assert "POSTGRES_MAX_CONNECTIONS" in message and "PGBOUNCER_DEFAULT_POOL_SIZE" in message
+
+
+def test_startup_check_refuses_a_per_client_cap_above_the_global_one() -> None:
+    with pytest.raises(ValidationError) as info:
+        Settings(cpu_cores=2, nginx_max_conns=4, environment="test")
+    message = str(info.value)
+    assert "per-client cap (6) exceeds its global cap (4)" in message
+    assert "NGINX_MAX_CONNS_PER_CLIENT" in message
 
 
 def test_a_larger_admission_limit_moves_the_pools_with_it() -> None:
