@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shlex
 import subprocess
 import sys
 import tempfile
@@ -20,6 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
+
+from deploy.errors import StackError
+from deploy.layout import Layout
+from deploy.stack import RunningStack, Stack
 
 ROOT = Path(__file__).resolve().parent.parent
 _ENV_PREFIXES = ("SLUICE_", "NGINX_", "PGBOUNCER_", "POSTGRES_")
@@ -66,14 +69,6 @@ def _clean_env(**overrides: str) -> dict[str, str]:
     return env
 
 
-def _read_env_file(path: Path) -> dict[str, str]:
-    values = {}
-    for line in path.read_text().splitlines():
-        key, _, value = line.partition("=")
-        values[key] = shlex.split(value)[0] if value else ""
-    return values
-
-
 def stop_process_tree(proc: subprocess.Popen[bytes], *, timeout_s: float = 20) -> None:
     """SIGTERM the process we started, then make sure its children are gone too."""
     try:
@@ -94,37 +89,49 @@ def stop_process_tree(proc: subprocess.Popen[bytes], *, timeout_s: float = 20) -
 
 
 # --------------------------------------------------------------------------
-# Sluice: the whole local stack, through its own launcher
+# Sluice: the whole local stack, in-process (deploy.stack.Stack)
 
 
 @dataclass
 class SluiceStack:
-    env: dict[str, str]
-    state: Path
-    port_base: int
+    """The running stack as the benchmark sees it: its published env, ports and PIDs."""
+
+    running: RunningStack
+
+    @property
+    def env(self) -> dict[str, str]:
+        return self.running.env
+
+    @property
+    def state(self) -> Path:
+        return self.running.state
+
+    @property
+    def port_base(self) -> int:
+        return self.running.port_base
 
     @property
     def url(self) -> str:
-        return self.env["SLUICE_URL"]
+        return self.running.url
 
     @property
     def database_url(self) -> str:
-        return self.env["SLUICE_DATABASE_URL"]
+        return self.running.database_url
 
     @property
     def metrics_url(self) -> str:
-        return self.env["SLUICE_METRICS_URL"]
+        return self.running.env["SLUICE_METRICS_URL"]
 
     @property
     def access_log(self) -> Path:
-        return Path(self.env.get("NGINX_LOG_DIR") or self.state / "logs") / "access.log"
+        return self.running.layout.logs / "access.log"
 
     @property
     def postgres_port(self) -> int:
-        return self.port_base + 5
+        return self.running.ports["postgres"]
 
     def pid(self, name: str) -> int:
-        return int(self.env[f"SLUICE_PID_{name.upper()}"])
+        return self.running.pid(name)
 
     def deployment(self) -> Deployment:
         return Deployment(
@@ -140,18 +147,6 @@ class SluiceStack:
         )
 
 
-def launcher(command: str, env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "deploy.stack", command],
-        cwd=ROOT,
-        env=dict(env),
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-
-
 @contextlib.contextmanager
 def sluice_stack(
     *,
@@ -160,32 +155,24 @@ def sluice_stack(
     postgres_max_connections: int,
     overrides: Mapping[str, str] | None = None,
 ) -> Iterator[SluiceStack]:
-    """`python -m deploy.stack up` on its own port base and state; `down` on exit.
+    """The local stack on its own port base and state, stopped on exit.
 
     PostgreSQL's max_connections is raised so the plain deployment's default
     pools (workers x (5 + 10)) fit beside PgBouncer's; Sluice itself only ever
     uses PgBouncer's pool, so its behaviour does not change.
     """
-    env = _clean_env(
-        SLUICE_STATE_DIR=str(state),
-        SLUICE_PORT_BASE=str(port_base),
+    environ = _clean_env(
         SLUICE_ENVIRONMENT="test",
         POSTGRES_MAX_CONNECTIONS=str(postgres_max_connections),
     )
-    env.update(overrides or {})
-    launcher("down", env)  # a stack left by an interrupted run
-    result = launcher("up", env)
-    try:
-        if result.returncode != 0:
-            raise TargetError(
-                f"Sluice stack failed to start:\n{result.stdout}\n{result.stderr}\n"
-                f"logs: {state / 'logs'}"
-            )
-        yield SluiceStack(env=_read_env_file(state / "stack.env"), state=state, port_base=port_base)
-    finally:
-        down = launcher("down", env)
-        if down.returncode != 0:
-            print(f"stack down failed:\n{down.stdout}\n{down.stderr}", file=sys.stderr)
+    environ.update(overrides or {})
+    layout = Layout(state=state.resolve(), port_base=port_base)
+    with contextlib.ExitStack() as resources:
+        try:
+            running = resources.enter_context(Stack(layout, environ=environ))
+        except (StackError, ValueError) as exc:
+            raise TargetError(f"Sluice stack failed to start: {exc}\nlogs: {layout.logs}") from exc
+        yield SluiceStack(running)
 
 
 # --------------------------------------------------------------------------

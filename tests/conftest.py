@@ -1,4 +1,4 @@
-"""Session-wide fixtures: the local stack, started by the launcher itself."""
+"""Session-wide fixtures: the local stack, started in-process by `deploy.stack.Stack`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.api import Api
-from tests.stackctl import RunningStack, start_stack, stop_stack
+from tests.stackctl import RunningStack, local_stack
 
 # Port bases for the test stacks, away from `make up`'s default (24100).
 MAIN_STACK_BASE = 24300
@@ -17,14 +17,11 @@ MAIN_STACK_BASE = 24300
 def stack() -> Iterator[RunningStack]:
     """The whole request path (nginx, Gunicorn, PgBouncer, PostgreSQL) with default sizing.
 
-    Started once per test session with `python -m deploy.stack up` on its own
-    port base and state directory; stopped with `down` at the end.
+    Started once per test session on its own port base and state directory;
+    every process is stopped, in reverse order, when the session ends.
     """
-    running = start_stack("main", MAIN_STACK_BASE)
-    try:
+    with local_stack("main", MAIN_STACK_BASE) as running:
         yield running
-    finally:
-        stop_stack(running)
 
 
 @pytest.fixture

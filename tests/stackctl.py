@@ -1,44 +1,43 @@
-"""Start and stop local stacks for tests, through the launcher itself."""
+"""Local stacks for tests: in-process through `deploy.stack.Stack`, or the real CLI.
+
+Most tests only need a running stack and get one from `local_stack`; the
+tests of the launcher itself (`make up`, refusals at start-up) run
+`python -m deploy.stack` through `launcher`.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
-import shlex
 import subprocess
 import sys
-from collections.abc import Mapping
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Iterator, Mapping
 
-ROOT = Path(__file__).resolve().parent.parent
+from deploy.layout import ROOT, Layout
+from deploy.stack import RunningStack, Stack
+
 # Added to every test stack's port base (and named in its state directory), so
 # two test runs can share a machine: `TESTS_PORT_SHIFT=1000 pytest ...`.
 PORT_SHIFT = int(os.environ.get("TESTS_PORT_SHIFT", "0"))
+# The launcher's variables: a test stack is configured by its overrides alone.
+_STACK_PREFIXES = ("SLUICE_", "NGINX_", "PGBOUNCER_", "POSTGRES_")
+
+__all__ = ["PORT_SHIFT", "ROOT", "RunningStack", "launcher", "local_stack", "run_gunicorn"]
 
 
-@dataclass
-class RunningStack:
-    state: Path
-    port_base: int
-    env: dict[str, str]
+@contextlib.contextmanager
+def local_stack(name: str, port_base: int, **overrides: str) -> Iterator[RunningStack]:
+    """A stack in `.sluice-test-<name>` on `port_base` (+ TESTS_PORT_SHIFT), stopped on exit.
 
-    @property
-    def url(self) -> str:
-        return self.env["SLUICE_URL"]
-
-    @property
-    def database_url(self) -> str:
-        return self.env["SLUICE_DATABASE_URL"]
-
-    def log(self, name: str, lines: int = 40) -> str:
-        path = self.state / "logs" / f"{name}.log"
-        try:
-            return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return f"(no {path})"
-
-    def pid(self, name: str) -> int:
-        return int(self.env[f"SLUICE_PID_{name.upper()}"])
+    Configured from this process's environment without any stack variables,
+    plus SLUICE_ENVIRONMENT=test and `overrides`. Processes a crashed earlier
+    run left in the same state directory are stopped first (by recorded PID).
+    """
+    state = ROOT / (f".sluice-test-{name}" + (f"-{PORT_SHIFT}" if PORT_SHIFT else ""))
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(_STACK_PREFIXES)}
+    environ.update(SLUICE_ENVIRONMENT="test", **overrides)
+    with Stack(Layout(state=state, port_base=port_base + PORT_SHIFT), environ=environ) as running:
+        yield running
 
 
 def _run(
@@ -52,42 +51,6 @@ def _run(
 def launcher(command: str, env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
     """`python -m deploy.stack <command>` with this environment."""
     return _run([sys.executable, "-m", "deploy.stack", command], env, timeout=600)
-
-
-def read_env_file(path: Path) -> dict[str, str]:
-    values = {}
-    for line in path.read_text().splitlines():
-        key, _, value = line.partition("=")
-        values[key] = shlex.split(value)[0] if value else ""
-    return values
-
-
-def start_stack(name: str, port_base: int, **overrides: str) -> RunningStack:
-    port_base += PORT_SHIFT
-    state = ROOT / (f".sluice-test-{name}" + (f"-{PORT_SHIFT}" if PORT_SHIFT else ""))
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("SLUICE_", "NGINX_", "PGBOUNCER_", "POSTGRES_"))
-    }
-    env.update(
-        SLUICE_STATE_DIR=str(state),
-        SLUICE_PORT_BASE=str(port_base),
-        SLUICE_ENVIRONMENT="test",
-        **overrides,
-    )
-    launcher("down", env)  # a stack left by an interrupted run
-    result = launcher("up", env)
-    if result.returncode != 0:
-        raise RuntimeError(f"stack {name} failed to start:\n{result.stdout}\n{result.stderr}")
-    return RunningStack(state=state, port_base=port_base, env=read_env_file(state / "stack.env"))
-
-
-def stop_stack(stack: RunningStack) -> None:
-    env = dict(os.environ, SLUICE_STATE_DIR=str(stack.state), SLUICE_PORT_BASE=str(stack.port_base))
-    result = launcher("down", env)
-    if result.returncode != 0:
-        raise RuntimeError(f"stack down failed:\n{result.stdout}\n{result.stderr}")
 
 
 def run_gunicorn(env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:

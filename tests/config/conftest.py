@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import secrets
+import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
+from dotenv import set_key
 
 from tests.config import deployment
 
@@ -21,14 +23,10 @@ def staging_env_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "GRAFANA_ADMIN_PASSWORD": secrets.token_urlsafe(16),
         "PGBOUNCER_STATS_PASSWORD": secrets.token_urlsafe(24),
     }
-    lines = []
-    for line in (deployment.ROOT / ".env.example").read_text().splitlines():
-        key, sep, _ = line.partition("=")
-        if sep and not line.startswith("#") and key in filled:
-            line = f"{key}={filled[key]}"
-        lines.append(line)
     path = tmp_path_factory.mktemp("staging") / ".env"
-    path.write_text("\n".join(lines) + "\n")
+    shutil.copyfile(deployment.ROOT / ".env.example", path)
+    for key, value in filled.items():
+        set_key(path, key, value, quote_mode="never")
     return path
 
 

@@ -6,7 +6,7 @@ Tests assert the real files give none, and that a mutated copy gives the
 expected one, so a check that can never fail is caught too.
 
 The reference side is always the code: the local-stack launcher
-(`deploy.stack.render_configs`, `stack_environment`), the settings object, the
+(`deploy.environment.render_configs`, `stack_environment`), the settings object, the
 app's routes and the sizing module.
 """
 
@@ -22,6 +22,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 from unittest import mock
+
+from deploy import environment
+from deploy.layout import Layout
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.prod.yml"
@@ -107,39 +110,25 @@ def resolved_compose(env_file: Path) -> dict[str, Any]:
     return model
 
 
-def read_env_file(path: Path) -> dict[str, str]:
-    values: dict[str, str] = {}
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            key, _, value = line.partition("=")
-            values[key] = value
-    return values
-
-
 # --------------------------------------------------------------------------
 # What the local stack uses
 
 
 def local_stack_template_dirs() -> list[Path]:
-    """The template directories `deploy.stack.render_configs` renders, as it runs."""
-    from deploy import stack
-
+    """The template directories `deploy.environment.render_configs` renders, as it runs."""
     calls: list[list[str]] = []
-    layout = stack.Layout(state=Path("/nonexistent-sluice-state"), port_base=1)
+    layout = Layout(state=Path("/nonexistent-sluice-state"), port_base=1)
     with mock.patch.object(
-        stack.subprocess, "run", side_effect=lambda argv, **_: calls.append(argv)
+        environment.subprocess, "run", side_effect=lambda argv, **_: calls.append(argv)
     ):
-        stack.render_configs(layout, {})
+        environment.render_configs(layout, {})
     return sorted(Path(argv[1]) for argv in calls)
 
 
 def local_stack_environment(state: Path) -> dict[str, str]:
     """The variables the launcher sets (beyond the inherited environment)."""
-    from deploy import stack
-
-    layout = stack.Layout(state=state, port_base=24900)
-    env = stack.stack_environment(layout)
+    layout = Layout(state=state, port_base=24900)
+    env = environment.stack_environment(layout)
     return {k: v for k, v in env.items() if k not in os.environ or os.environ[k] != v}
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
+from deploy.envfile import read_env_file
 from tests.config import deployment
 from tests.config.deployment import COMPOSE_FILE, ROOT
 
@@ -70,7 +71,7 @@ def test_the_unfilled_example_is_refused() -> None:
 def test_every_interpolated_variable_is_documented_in_env_example() -> None:
     without_comments = re.sub(r"(?m)#.*$", "", COMPOSE_FILE.read_text())
     used = set(re.findall(r"\$\{([A-Z0-9_]+)", without_comments))
-    documented = set(deployment.read_env_file(ROOT / ".env.example"))
+    documented = set(read_env_file(ROOT / ".env.example"))
     assert used - documented == set()
 
 
@@ -154,7 +155,7 @@ def test_nginx_closes_idle_app_connections_before_the_app_would(
 
 
 def test_app_matches_sizing_and_gunicorn(compose_model: dict[str, Any]) -> None:
-    sizing = deployment.read_env_file(deployment.SIZING_ENV)
+    sizing = read_env_file(deployment.SIZING_ENV)
     assert deployment.app_shape_problems(compose_model, sizing) == []
 
 
@@ -286,7 +287,7 @@ DRIFTS: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
 
 
 def _all_problems(model: dict[str, Any], template_dirs: list[Path], tmp: Path) -> list[str]:
-    sizing = deployment.read_env_file(deployment.SIZING_ENV)
+    sizing = read_env_file(deployment.SIZING_ENV)
     problems = [
         *deployment.template_mount_problems(model, template_dirs),
         *deployment.template_render_problems(model, template_dirs, tmp),

@@ -27,7 +27,7 @@ import psycopg2
 import pytest
 from mirakuru import TCPExecutor
 
-from deploy import stack
+from deploy.binaries import DB_SERVICE_USER, as_db_user, binary
 from tests.config import deployment
 from tests.config.deployment import ROOT
 from tests.pgbouncer_console import ADMIN_COMMANDS, refused_admin_commands, show_pools
@@ -46,7 +46,7 @@ def state() -> Iterator[Path]:
     # runs as the postgres user.
     path = Path(tempfile.mkdtemp(prefix="sluice-compose-auth-"))
     if os.geteuid() == 0:
-        shutil.chown(path, stack.DB_SERVICE_USER)
+        shutil.chown(path, DB_SERVICE_USER)
     yield path
     shutil.rmtree(path, ignore_errors=True)
 
@@ -54,7 +54,7 @@ def state() -> Iterator[Path]:
 def _start(argv: list[str], port: int, log: Path) -> TCPExecutor:
     with log.open("ab") as out:  # the child keeps its own descriptor
         executor = TCPExecutor(
-            stack._as_db_user(argv),
+            as_db_user(argv),
             host="127.0.0.1",
             port=port,
             timeout=60,
@@ -112,13 +112,13 @@ def test_scram_only_and_the_app_role_is_not_a_superuser(
     pwfile.write_text(admin_password + "\n")
     if os.geteuid() == 0:
         for path in (pwfile, sockets, rendered):
-            shutil.chown(path, stack.DB_SERVICE_USER)
+            shutil.chown(path, DB_SERVICE_USER)
     # What docker-entrypoint.sh does on an empty volume: initdb, then the
     # init scripts against the new cluster, then the server proper.
     subprocess.run(
-        stack._as_db_user(
+        as_db_user(
             [
-                stack._binary("initdb"),
+                binary("initdb"),
                 "-D",
                 str(pgdata),
                 f"--username={admin}",
@@ -146,13 +146,13 @@ def test_scram_only_and_the_app_role_is_not_a_superuser(
         assert deployment.render(template_dir, rendered / name, env) == ""
     if os.geteuid() == 0:
         for path in rendered.rglob("*"):
-            shutil.chown(path, stack.DB_SERVICE_USER)
+            shutil.chown(path, DB_SERVICE_USER)
     conf = rendered / "postgres" / "postgresql.conf"
     logs = state / "logs"
     logs.mkdir()
     postgres = _start(
         [
-            stack._binary("postgres"),
+            binary("postgres"),
             "-D",
             str(pgdata),
             f"-cconfig_file={conf}",
@@ -165,7 +165,7 @@ def test_scram_only_and_the_app_role_is_not_a_superuser(
     try:
         script_env = {
             **pg_env,
-            "PATH": f"{Path(stack._binary('psql')).parent}:{os.environ['PATH']}",
+            "PATH": f"{Path(binary('psql')).parent}:{os.environ['PATH']}",
             "PGHOST": "127.0.0.1",
             "PGPORT": str(pg_port),
             "PGPASSWORD": admin_password,  # the entrypoint exports it too
@@ -216,7 +216,7 @@ def test_scram_only_and_the_app_role_is_not_a_superuser(
                 _connect(pg_port, user, password + "x", dbname)
 
         bouncer = _start(
-            [stack._binary("pgbouncer"), str(rendered / "pgbouncer" / "pgbouncer.ini")],
+            [binary("pgbouncer"), str(rendered / "pgbouncer" / "pgbouncer.ini")],
             bouncer_port,
             logs / "pgbouncer.log",
         )

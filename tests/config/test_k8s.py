@@ -21,6 +21,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from deploy.envfile import read_env_file
 from tests.config import deployment
 from tests.config.deployment import ROOT
 
@@ -305,7 +306,7 @@ def test_base_renders_on_its_own() -> None:
 
 
 def test_overlay_sizing_env_has_no_drift() -> None:
-    assert deployment.sizing_env_problems(deployment.read_env_file(OVERLAY_SIZING)) == []
+    assert deployment.sizing_env_problems(read_env_file(OVERLAY_SIZING)) == []
 
 
 def test_config_maps_are_the_repo_files(
@@ -314,9 +315,9 @@ def test_config_maps_are_the_repo_files(
     assert config_map_problems(manifests, template_dirs) == []
     maps = _config_maps(manifests)
     sizing = next(d for n, d in maps.items() if n.startswith("sluice-sizing"))
-    assert sizing == deployment.read_env_file(OVERLAY_SIZING)
+    assert sizing == read_env_file(OVERLAY_SIZING)
     defaults = next(d for n, d in maps.items() if n.startswith("sluice-defaults"))
-    assert defaults == deployment.read_env_file(ROOT / "deploy" / "defaults.env")
+    assert defaults == read_env_file(ROOT / "deploy" / "defaults.env")
 
 
 def test_each_renderer_renders_its_templates_completely(
@@ -356,7 +357,7 @@ def test_postgres_creates_the_app_role_with_the_repo_script(
 
 
 def test_app_probes_drain_resources(manifests: list[dict[str, Any]]) -> None:
-    assert app_problems(manifests, deployment.read_env_file(OVERLAY_SIZING)) == []
+    assert app_problems(manifests, read_env_file(OVERLAY_SIZING)) == []
 
 
 def test_database_only_reachable_from_pgbouncer(manifests: list[dict[str, Any]]) -> None:
@@ -364,7 +365,7 @@ def test_database_only_reachable_from_pgbouncer(manifests: list[dict[str, Any]])
 
 
 def test_autoscaling_on_back_pressure_within_the_budget(manifests: list[dict[str, Any]]) -> None:
-    assert autoscaling_problems(manifests, deployment.read_env_file(OVERLAY_SIZING)) == []
+    assert autoscaling_problems(manifests, read_env_file(OVERLAY_SIZING)) == []
 
 
 def test_pdb_covers_the_app(manifests: list[dict[str, Any]]) -> None:
@@ -423,7 +424,7 @@ def test_k8s_drift_is_reported(
     mutate, expected = K8S_DRIFTS[drift]
     docs = copy.deepcopy(manifests)
     mutate(docs)
-    sizing = deployment.read_env_file(OVERLAY_SIZING)
+    sizing = read_env_file(OVERLAY_SIZING)
     problems = [
         *schema_problems(docs),
         *config_map_problems(docs, template_dirs),

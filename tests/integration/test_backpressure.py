@@ -21,7 +21,7 @@ import psycopg2
 import pytest
 
 from tests.api import Api
-from tests.stackctl import RunningStack, start_stack, stop_stack
+from tests.stackctl import RunningStack, local_stack
 
 SMALL_STACK_BASE = 24400
 SMALL_LIMITS = {
@@ -41,11 +41,9 @@ CLIENT_TIMEOUT_S = 15.0
 
 @pytest.fixture(scope="module")
 def small_stack() -> Iterator[RunningStack]:
-    running = start_stack("small", SMALL_STACK_BASE, **SMALL_LIMITS)
-    try:
+    """A stack with SMALL_LIMITS for this module, started before its first test, stopped after."""
+    with local_stack("small", SMALL_STACK_BASE, **SMALL_LIMITS) as running:
         yield running
-    finally:
-        stop_stack(running)
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,9 @@ import httpx
 import psutil
 import pytest
 
-from tests.stackctl import PORT_SHIFT, ROOT, launcher, read_env_file, run_gunicorn
+from deploy.envfile import read_env_file
+from deploy.layout import Layout
+from tests.stackctl import PORT_SHIFT, ROOT, launcher, run_gunicorn
 
 
 def test_launcher_refuses_inconsistent_limits() -> None:
@@ -77,12 +79,10 @@ def _alive(proc: psutil.Process) -> bool:
 @pytest.mark.skipif(os.geteuid() != 0, reason="only root runs PostgreSQL as another user")
 def test_make_up_works_from_a_clone_postgres_cannot_reach() -> None:
     """`make up` in a clone under a 0700 root-owned directory (root's home): up, down, clean."""
-    from deploy import stack
-
     private = Path(tempfile.mkdtemp(prefix="sluice-private-"))  # mode 0700, owned by root
     clone = private / "sluice"
     state = clone / ".sluice"
-    db_dir = stack.Layout(state=state.resolve(), port_base=0).db_dir
+    db_dir = Layout(state=state.resolve(), port_base=0).db_dir
     venv = Path(sys.prefix)
     # This venv, not a new one: `-o` keeps make from reinstalling into it.
     make = ["make", f"VENV={venv}", f"PY={sys.executable}", "-o", f"{venv}/.installed"]

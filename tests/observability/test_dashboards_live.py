@@ -24,7 +24,7 @@ import pytest
 
 from tests.api import Api
 from tests.observability.conftest import DASHBOARDS_DIR, panel_queries, recording_rules
-from tests.stackctl import RunningStack, start_stack, stop_stack
+from tests.stackctl import RunningStack, local_stack
 
 pytestmark = pytest.mark.stack
 
@@ -37,7 +37,7 @@ BURST_DEADLINE_S = 20.0
 @pytest.fixture(scope="module")
 def loaded_stack() -> Iterator[RunningStack]:
     """A small stack with Prometheus, for this module; stopped at its end."""
-    running = start_stack(
+    with local_stack(
         "observability",
         PORT_BASE,
         PROMETHEUS_SCRAPE_INTERVAL="1s",
@@ -48,11 +48,8 @@ def loaded_stack() -> Iterator[RunningStack]:
         SLUICE_REQUEST_DEADLINE_MS="2000",
         # 40 requests/s per client at nginx, burst 20 (service/sizing.py).
         SLUICE_SERVICE_TIME_MS="50",
-    )
-    try:
+    ) as running:
         yield running
-    finally:
-        stop_stack(running)
 
 
 def _burst(base_url: str, headers: dict[str, str]) -> Counter[int]:

@@ -13,7 +13,7 @@ import httpx
 import psycopg2
 import pytest
 
-from tests.stackctl import RunningStack, start_stack, stop_stack
+from tests.stackctl import RunningStack, local_stack
 
 FAULT_STACK_BASE = 27100
 EDGE_STACK_BASE = 27200
@@ -82,12 +82,9 @@ def items_with_titles(database_url: str, titles: list[str]) -> set[str]:
 def edge_stack() -> Iterator[RunningStack]:
     """A stack for the abuse and hardening tests (port base 27200).
 
-    Started once for tests/reliability, stopped with the launcher's `down` at
-    the end. Its login rate limit is exhausted on purpose by the brute-force
-    test, so it is never the shared session stack.
+    Started once for tests/reliability, stopped at the end. Its login rate
+    limit is exhausted on purpose by the brute-force test, so it is never the
+    shared session stack.
     """
-    running = start_stack("reliability-edge", EDGE_STACK_BASE)
-    try:
+    with local_stack("reliability-edge", EDGE_STACK_BASE) as running:
         yield running
-    finally:
-        stop_stack(running)

@@ -19,7 +19,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -35,14 +35,8 @@ from tests.reliability.conftest import (
     record,
 )
 from tests.reliability.load import Load, Results
-from tests.reliability.processes import (
-    Restarted,
-    is_gone,
-    uss_tree,
-    wait_until,
-    worker_pids,
-)
-from tests.stackctl import RunningStack, start_stack, stop_stack
+from tests.reliability.processes import is_gone, uss_tree, wait_until, worker_pids
+from tests.stackctl import RunningStack, local_stack
 
 pytestmark = pytest.mark.stack
 
@@ -65,47 +59,50 @@ SOAK_S = float(os.environ.get("TESTS_SOAK_S", "60"))
 
 
 class Faults:
-    def __init__(self, stack: RunningStack, restarted: Restarted, tokens: list[str]) -> None:
+    def __init__(self, stack: RunningStack, tokens: list[str]) -> None:
         self.stack = stack
-        self.restarted = restarted
         self.tokens = tokens
-        self.pids = {
-            name: stack.pid(name) for name in ("postgres", "pgbouncer", "gunicorn", "nginx")
-        }
+        self.seen = set(stack.pids.values())  # every PID the stack ever had
+
+    @property
+    def pids(self) -> dict[str, int]:
+        return self.stack.pids
 
     def load(self, **options: object) -> Load:
         return Load(self.stack.url, tokens=self.tokens, **options)  # type: ignore[arg-type]
 
     def port(self, name: str) -> int:
-        key = {"pgbouncer": "PGBOUNCER_LISTEN_PORT", "postgres": "POSTGRES_PORT"}[name]
-        return int(self.stack.env[key])
+        return self.stack.ports[name]
+
+    def restart(
+        self, name: str, *, sig: signal.Signals, down_for_s: float = 0.0, ready: Callable[[], bool]
+    ) -> float:
+        """Stop `name` with `sig`, wait `down_for_s`, start it again with the same command.
+
+        Returns the seconds the service was down (from its exit until `ready`).
+        """
+        self.stack.stop_service(name, sig=sig)
+        stopped = time.monotonic()
+        time.sleep(down_for_s)
+        self.stack.start_service(name)
+        self.seen.add(self.stack.pid(name))
+        wait_until(ready, timeout=60, what=f"{name} to accept connections again")
+        return time.monotonic() - stopped
 
 
 @pytest.fixture(scope="module")
 def faults() -> Iterator[Faults]:
-    """This module's stack, and the processes its tests restarted.
+    """This module's stack; its tests break and restart its services through it.
 
-    Started with the launcher; at teardown the launcher's `down` stops what it
-    started, then the processes a test started in place of the stack's own
-    (PostgreSQL, PgBouncer) are stopped by PID, and every one of them is
-    checked to be gone.
+    Started in-process before the first test and stopped after the last; then
+    every process it ever ran (restarted PostgreSQL and PgBouncer included)
+    is checked to be gone.
     """
-    stack = start_stack("reliability-faults", FAULT_STACK_BASE)
-    restarted = Restarted(stack.state / "logs")
-    try:
-        tokens = [new_user(stack.url)[1] for _ in range(3)]
-        yield Faults(stack, restarted, tokens)
-    finally:
-        known = [
-            *(stack.pid(n) for n in ("postgres", "pgbouncer", "gunicorn", "nginx")),
-            *restarted.pids(),
-        ]
-        try:
-            stop_stack(stack)
-        finally:
-            restarted.stop_all()
-        leftovers = [pid for pid in known if not is_gone(pid)]
-        assert not leftovers, f"processes left running after down: {leftovers}"
+    with local_stack("reliability-faults", FAULT_STACK_BASE) as stack:
+        faults = Faults(stack, tokens=[new_user(stack.url)[1] for _ in range(3)])
+        yield faults
+    leftovers = [pid for pid in faults.seen if not is_gone(pid)]
+    assert not leftovers, f"processes left running after the stack stopped: {leftovers}"
 
 
 def _accepts(port: int) -> bool:
@@ -337,14 +334,8 @@ def test_pgbouncer_restart(faults: Faults) -> None:
     with faults.load(clients=6, pause_s=0.02) as load:
         time.sleep(2)
         workers = worker_pids(faults.pids["gunicorn"])
-        new, down = faults.restarted.stop_and_restart(
-            "pgbouncer",
-            faults.pids["pgbouncer"],
-            stop_signal=signal.SIGTERM,
-            ready=lambda: _accepts(port),
-        )
+        down = faults.restart("pgbouncer", sig=signal.SIGTERM, ready=lambda: _accepts(port))
         back = time.monotonic()
-        faults.pids["pgbouncer"] = new
         time.sleep(5)
     results = load.results
     check_invariants(faults, results, allowed={503})
@@ -391,15 +382,10 @@ def test_postgres_down_ten_seconds(faults: Faults) -> None:
         workers = worker_pids(faults.pids["gunicorn"])
         prober.start()
         stopped = time.monotonic()
-        new, down = faults.restarted.stop_and_restart(
-            "postgres",
-            faults.pids["postgres"],
-            stop_signal=signal.SIGINT,
-            down_for_s=10,
-            ready=lambda: _pg_ready(port),
+        down = faults.restart(
+            "postgres", sig=signal.SIGINT, down_for_s=10, ready=lambda: _pg_ready(port)
         )
         back = time.monotonic()
-        faults.pids["postgres"] = new
         time.sleep(6)
         stop.set()
         prober.join(timeout=BOUND_S + 5)

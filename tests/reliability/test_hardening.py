@@ -71,7 +71,7 @@ def test_internal_endpoints_are_not_reachable_through_nginx(edge_stack: RunningS
     assert b"Active connections" in httpx.get(env["SLUICE_NGINX_STATUS_URL"], timeout=10).content
     internal_ports = [
         int(env["SLUICE_METRICS_PORT"]),
-        edge_stack.port_base + 1,
+        edge_stack.ports["nginx_status"],
         int(env["PGBOUNCER_LISTEN_PORT"]),
         int(env["POSTGRES_PORT"]),
     ]

@@ -1,0 +1,109 @@
+"""Every variable a local stack's templates and app read, and the rendered configs.
+
+`stack_environment` starts from a base environment (the launcher's own by
+default; the tests and the benchmark pass theirs), adds the stack's hosts,
+ports and paths, the limits derived by the settings object, deploy/defaults.env
+and the PROMETHEUS_* variables; a value the base sets wins where an operator
+may pin it. `render_configs` renders the same templates the containers use.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+from collections.abc import Mapping
+from typing import Any
+
+from deploy import observability
+from deploy.envfile import read_env_file
+from deploy.layout import ROOT, Layout
+from service.settings import Settings
+
+DEFAULTS_ENV = ROOT / "deploy" / "defaults.env"
+RENDER_SCRIPT = ROOT / "deploy" / "render-templates.sh"
+
+
+def stack_environment(layout: Layout, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Every variable the templates and the app read, for this stack."""
+    base = dict(os.environ if base is None else base)
+    p = layout.ports
+    env = dict(base)
+    env.update(
+        {
+            "SLUICE_ENVIRONMENT": env.get("SLUICE_ENVIRONMENT", "local"),
+            "SLUICE_DB_HOST": "127.0.0.1",
+            "SLUICE_DB_PORT": str(p["pgbouncer"]),
+            "SLUICE_DB_USER": env.get("SLUICE_DB_USER", "sluice"),
+            "SLUICE_DB_NAME": env.get("SLUICE_DB_NAME", "sluice"),
+            "SLUICE_DB_PASSWORD": env.get("SLUICE_DB_PASSWORD", "sluice-local"),
+            "SLUICE_SECRET_KEY": env.get("SLUICE_SECRET_KEY") or _stack_secret(layout),
+            "SLUICE_BIND_HOST": "127.0.0.1",
+            "SLUICE_BIND_PORT": str(p["gunicorn"]),
+            "SLUICE_METRICS_HOST": "127.0.0.1",
+            "SLUICE_METRICS_PORT": str(p["metrics"]),
+            "SLUICE_METRICS_MULTIPROC_DIR": str(layout.state / "metrics"),
+        }
+    )
+    settings = Settings(_env_file=None, **_settings_kwargs(env))  # type: ignore[call-arg]
+    # Derived limits, unless the base environment sets one explicitly (tests
+    # and operators may pin a single knob; the settings check still applies).
+    env.update({k: v for k, v in settings.limits.as_env().items() if k not in base})
+    env.update({k: env.get(k, v) for k, v in read_env_file(DEFAULTS_ENV).items()})
+    env.update(
+        {
+            # Local paths and ports; the compose file sets the container ones.
+            "NGINX_LISTEN": f"127.0.0.1:{p['nginx']}",
+            "NGINX_STATUS_LISTEN": f"127.0.0.1:{p['nginx_status']}",
+            "NGINX_UPSTREAM": f"127.0.0.1:{p['gunicorn']}",
+            "NGINX_PID_FILE": str(layout.state / "nginx.pid"),
+            "NGINX_LOG_DIR": str(layout.logs),
+            "NGINX_STATE_DIR": str(layout.state / "nginx-tmp"),
+            "PGBOUNCER_LISTEN_ADDR": "127.0.0.1",
+            "PGBOUNCER_LISTEN_PORT": str(p["pgbouncer"]),
+            "PGBOUNCER_SERVER_HOST": "127.0.0.1",
+            "PGBOUNCER_SERVER_PORT": str(p["postgres"]),
+            "PGBOUNCER_CONFIG_DIR": str(layout.db_rendered / "pgbouncer"),
+            # Loopback-only cluster owned by this stack: trust, said plainly in
+            # the README. The compose deployment uses scram-sha-256.
+            "PGBOUNCER_AUTH_TYPE": "trust",
+            "PGBOUNCER_STATS_PASSWORD": env.get("PGBOUNCER_STATS_PASSWORD", "sluice-local-stats"),
+            "POSTGRES_LISTEN_ADDRESSES": "127.0.0.1",
+            "POSTGRES_PORT": str(p["postgres"]),
+            "POSTGRES_SOCKET_DIR": str(layout.pgsocket),
+        }
+    )
+    env.update(observability.environment(layout, env))
+    return env
+
+
+def _stack_secret(layout: Layout) -> str:
+    """A random signing key per stack, kept in its state so tokens survive restarts."""
+    path = layout.state / "secret_key"
+    if not path.exists():
+        layout.state.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(48))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def _settings_kwargs(env: Mapping[str, str]) -> dict[str, Any]:
+    """Settings read from `env` rather than the launcher's own environment."""
+    prefix = "SLUICE_"
+    return {
+        key[len(prefix) :].lower(): value
+        for key, value in env.items()
+        if key.startswith(prefix) and key[len(prefix) :].lower() in Settings.model_fields
+    }
+
+
+def render_configs(layout: Layout, env: Mapping[str, str]) -> None:
+    """The nginx, PgBouncer, PostgreSQL and Prometheus templates, rendered with `env`."""
+    for source, target in (
+        (ROOT / "nginx" / "templates", layout.rendered / "nginx"),
+        (ROOT / "deploy" / "pgbouncer", layout.db_rendered / "pgbouncer"),
+        (ROOT / "deploy" / "postgres", layout.db_rendered / "postgres"),
+        (ROOT / "deploy" / "prometheus", layout.rendered / "prometheus"),
+    ):
+        if source.is_dir():
+            subprocess.run([str(RENDER_SCRIPT), str(source), str(target)], env=env, check=True)

@@ -1,0 +1,152 @@
+"""The local stack's long-running processes, in start order, as mirakuru executors.
+
+Each `Service` is one process behind its readiness check: the request path
+(PostgreSQL, PgBouncer, Gunicorn, nginx), then the exporters and Prometheus
+(deploy/observability.py). `prepare` runs once before its first start (what
+the process needs to exist: a cluster, a role, the schema, a valid config);
+`ready` runs after every start (PostgreSQL's port opens before it accepts).
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from mirakuru import Executor, HTTPExecutor, TCPExecutor
+
+from deploy import database, observability
+from deploy.binaries import as_db_user, binary
+from deploy.errors import StackError
+from deploy.layout import ROOT, Layout
+
+START_TIMEOUT_S = 90
+
+
+@dataclass
+class Service:
+    name: str
+    executor: Executor
+    prepare: Callable[[], None] | None = None
+    ready: Callable[[], None] | None = None
+
+
+def services(
+    layout: Layout, env: Mapping[str, str], *, log: Callable[[str], IO[str]]
+) -> list[Service]:
+    """Every process of the stack, in start order; nothing started yet."""
+    p = layout.ports
+    conf = layout.db_rendered / "postgres" / "postgresql.conf"
+    nginx_conf = layout.rendered / "nginx" / "nginx.conf"
+    nginx = [binary("nginx"), "-e", str(layout.log("error")), "-c", str(nginx_conf)]
+    pgbouncer_ini = layout.db_rendered / "pgbouncer" / "pgbouncer.ini"
+    path = [
+        Service(
+            "postgres",
+            TCPExecutor(
+                as_db_user(
+                    [
+                        binary("postgres"),
+                        "-D",
+                        str(layout.pgdata),
+                        f"-cconfig_file={conf}",
+                        f"-chba_file={layout.pgdata / 'pg_hba.conf'}",
+                    ]
+                ),
+                host="127.0.0.1",
+                port=p["postgres"],
+                cwd=str(layout.db_dir),
+                timeout=START_TIMEOUT_S,
+                stop_signal=signal.SIGINT,  # fast shutdown
+                stdout=log("postgres"),
+                stderr=subprocess.STDOUT,
+            ),
+            prepare=lambda: database.init_cluster(layout),
+            ready=lambda: database.wait_accepting(layout),
+        ),
+        Service(
+            "pgbouncer",
+            TCPExecutor(
+                as_db_user([binary("pgbouncer"), str(pgbouncer_ini)]),
+                host="127.0.0.1",
+                port=p["pgbouncer"],
+                cwd=str(layout.db_dir),
+                timeout=START_TIMEOUT_S,
+                stop_signal=signal.SIGINT,  # safe shutdown: let transactions finish
+                stdout=log("pgbouncer"),
+                stderr=subprocess.STDOUT,
+            ),
+            prepare=lambda: database.ensure_database(layout, env),
+        ),
+        Service(
+            "gunicorn",
+            HTTPExecutor(
+                [
+                    sys.executable,
+                    "-m",
+                    "gunicorn",
+                    "-c",
+                    str(ROOT / "deploy" / "gunicorn.conf.py"),
+                    "service.main:app",
+                ],
+                url=layout.url("gunicorn", "/healthz"),
+                method="GET",
+                cwd=str(ROOT),
+                envvars=dict(env),
+                timeout=START_TIMEOUT_S,
+                stop_signal=signal.SIGTERM,
+                stdout=log("gunicorn"),
+                stderr=subprocess.STDOUT,
+            ),
+            prepare=lambda: _migrate(layout, env),
+        ),
+        Service(
+            "nginx",
+            HTTPExecutor(
+                [*nginx, "-g", "daemon off;"],
+                url=layout.url("nginx", "/healthz"),
+                method="GET",
+                timeout=START_TIMEOUT_S,
+                stop_signal=signal.SIGQUIT,  # graceful: finish in-flight requests
+                stdout=log("nginx"),
+                stderr=subprocess.STDOUT,
+            ),
+            prepare=lambda: _check_nginx_config(nginx),
+        ),
+    ]
+    extra = observability.executors(layout, env, log=log)
+    return path + [Service(name, executor) for name, executor in extra]
+
+
+def _migrate(layout: Layout, env: Mapping[str, str]) -> None:
+    """Alembic, connected to PostgreSQL directly rather than through PgBouncer."""
+    direct = dict(env, SLUICE_DB_PORT=str(layout.ports["postgres"]))
+    with open(layout.log("migrate"), "a") as log:
+        result = subprocess.run(
+            [sys.executable, "-m", "alembic", "-c", str(ROOT / "alembic.ini"), "upgrade", "head"],
+            env=direct,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            check=False,
+        )
+    if result.returncode != 0:
+        raise StackError("migrations failed:\n" + tail(layout.log("migrate")))
+
+
+def _check_nginx_config(nginx: list[str]) -> None:
+    check = subprocess.run([*nginx, "-t", "-q"], capture_output=True, text=True, check=False)
+    if check.returncode != 0:
+        raise StackError(f"nginx config invalid:\n{check.stderr}")
+
+
+def tail(path: Path, lines: int = 30) -> str:
+    """The last `lines` of a log file, for error messages."""
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
