@@ -18,6 +18,7 @@ from typing import Any
 from deploy import observability
 from deploy.envfile import read_env_file
 from deploy.layout import ROOT, Layout
+from service.env_names import env_name
 from service.settings import Settings
 
 DEFAULTS_ENV = ROOT / "deploy" / "defaults.env"
@@ -89,12 +90,7 @@ def _stack_secret(layout: Layout) -> str:
 
 def _settings_kwargs(env: Mapping[str, str]) -> dict[str, Any]:
     """Settings read from `env` rather than the launcher's own environment."""
-    prefix = "SLUICE_"
-    return {
-        key[len(prefix) :].lower(): value
-        for key, value in env.items()
-        if key.startswith(prefix) and key[len(prefix) :].lower() in Settings.model_fields
-    }
+    return {name: env[env_name(name)] for name in Settings.model_fields if env_name(name) in env}
 
 
 def render_configs(layout: Layout, env: Mapping[str, str]) -> None:
