@@ -250,25 +250,12 @@ def run_deployment(
     if options.rates:
         rates = [(f"{rate:g} rps", rate) for rate in options.rates]
         progress(f"{target.name}: fixed rates, no capacity search")
-        result.levels = [
-            measure(
-                target,
-                tokens=tokens,
-                dsn=dsn,
-                rate=rate,
-                duration_s=options.duration_s,
-                label=label,
-                options=options,
-                sequence=sequence + 100 + index,
-            )
-            for index, (label, rate) in enumerate(rates)
-        ]
-        return rates
-    progress(f"{target.name}: capacity search (target: 2xx p99 <= {options.target_p99_ms} ms)")
-    result.capacity, result.search = find_capacity(
-        target, tokens=tokens, dsn=dsn, options=options, ceiling=ceiling, first=sequence
-    )
-    progress(f"{target.name}: capacity {result.capacity:.0f} rps")
+    else:
+        progress(f"{target.name}: capacity search (target: 2xx p99 <= {options.target_p99_ms} ms)")
+        result.capacity, result.search = find_capacity(
+            target, tokens=tokens, dsn=dsn, options=options, ceiling=ceiling, first=sequence
+        )
+        progress(f"{target.name}: capacity {result.capacity:.0f} rps")
     if rates is None:
         if result.capacity <= 0:
             raise TargetError(f"{target.name} met the target at no tried rate; see the report")

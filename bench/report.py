@@ -604,12 +604,13 @@ def render_summary(result: BenchResult) -> str:
                 else "| - | - | - |"
             )
         )
-    lines += [
-        "",
-        f"Capacity (2xx p99 <= {result.options.target_p99_ms:g} ms, < 1% errors): "
-        f"Sluice {sluice.capacity:.0f} rps, plain {plain.capacity:.0f} rps.",
-        "",
-    ]
+    capacity = (
+        "Capacity: not searched (--rates)."
+        if result.options.rates
+        else f"Capacity (2xx p99 <= {result.options.target_p99_ms:g} ms, < 1% errors): "
+        f"Sluice {sluice.capacity:.0f} rps, plain {plain.capacity:.0f} rps."
+    )
+    lines += ["", capacity, ""]
     return "\n".join(lines)
 
 

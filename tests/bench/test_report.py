@@ -11,7 +11,7 @@ import pytest
 
 from bench.database import Integrity
 from bench.procedure import parse_options
-from bench.report import evaluate_targets, render, write
+from bench.report import evaluate_targets, render, render_summary, write
 from bench.results import BenchResult, DeploymentResult, Run
 from bench.serverside import ServerSide, run_layers
 from bench.stats import Outcome, summarize
@@ -181,3 +181,4 @@ def test_fixed_rates_replace_the_capacity_search(tmp_path: Path) -> None:
     text = render(result, [])
     assert "fixed levels of 30 s at 150, 300 rps" in text
     assert "Capacity: not searched (--rates)." in text
+    assert "Capacity: not searched (--rates)." in render_summary(result)
