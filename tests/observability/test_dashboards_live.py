@@ -126,8 +126,18 @@ def prometheus(loaded_stack: RunningStack) -> str:
     return url
 
 
-def _missing(prometheus: str, queries: list[tuple[str, str]]) -> list[str]:
-    return [f"{name}: {expr}" for name, expr in queries if not _query(prometheus, expr)]
+def _missing(prometheus: str, queries: list[tuple[str, str]], wait_s: float = 20.0) -> list[str]:
+    """The queries that return no data, after waiting up to `wait_s` for them.
+
+    Rules built on other recording rules get data one evaluation later than
+    those, so a query that is empty at first is asked again for a while.
+    """
+    deadline = time.monotonic() + wait_s
+    while True:
+        missing = [f"{name}: {expr}" for name, expr in queries if not _query(prometheus, expr)]
+        if not missing or time.monotonic() > deadline:
+            return missing
+        time.sleep(1)
 
 
 def test_every_recording_rule_returns_data(prometheus: str) -> None:
