@@ -21,12 +21,13 @@ from bench.targets import (
     ROOT,
     Deployment,
     RssSampler,
-    SluiceStack,
     TargetError,
     plain_environment,
     plain_server,
+    sluice_deployment,
     sluice_stack,
 )
+from deploy.stack import RunningStack
 
 RESULTS = ROOT / "bench" / "results"
 # The launcher's default password for the app role (deploy/stack.py); the
@@ -55,7 +56,7 @@ def progress(message: str) -> None:
     print(message, flush=True)
 
 
-def seed(stack: SluiceStack, emails: Sequence[str]) -> int:
+def seed(stack: RunningStack, emails: Sequence[str]) -> int:
     """The benchmark's clients and their seeded items, in a freshly started stack."""
     workload.sign_up(stack.url, emails)
     return database.seed_items(stack.database_url, emails=emails, count=workload.SEEDED_ITEMS)
@@ -331,7 +332,7 @@ def run_bench(options: Options) -> BenchResult:
         try:
             rates = run_deployment(
                 sluice,
-                stack.deployment(),
+                sluice_deployment(stack),
                 tokens=workload.log_in(stack.url, emails),
                 dsn=dsn,
                 options=options,
@@ -342,7 +343,7 @@ def run_bench(options: Options) -> BenchResult:
             sluice.error = str(exc)
             progress(f"sluice: {exc}")
         env = plain_environment(
-            postgres_port=stack.postgres_port,
+            postgres_port=stack.ports["postgres"],
             db_user=stack.env.get("SLUICE_DB_USER", "sluice"),
             db_password=LOCAL_DB_PASSWORD,
             db_name=stack.env.get("SLUICE_DB_NAME", "sluice"),

@@ -92,59 +92,19 @@ def stop_process_tree(proc: subprocess.Popen[bytes], *, timeout_s: float = 20) -
 # Sluice: the whole local stack, in-process (deploy.stack.Stack)
 
 
-@dataclass
-class SluiceStack:
-    """The running stack as the benchmark sees it: its published env, ports and PIDs."""
-
-    running: RunningStack
-
-    @property
-    def env(self) -> dict[str, str]:
-        return self.running.env
-
-    @property
-    def state(self) -> Path:
-        return self.running.state
-
-    @property
-    def port_base(self) -> int:
-        return self.running.port_base
-
-    @property
-    def url(self) -> str:
-        return self.running.url
-
-    @property
-    def database_url(self) -> str:
-        return self.running.database_url
-
-    @property
-    def metrics_url(self) -> str:
-        return self.running.env["SLUICE_METRICS_URL"]
-
-    @property
-    def access_log(self) -> Path:
-        return self.running.layout.logs / "access.log"
-
-    @property
-    def postgres_port(self) -> int:
-        return self.running.ports["postgres"]
-
-    def pid(self, name: str) -> int:
-        return self.running.pid(name)
-
-    def deployment(self) -> Deployment:
-        return Deployment(
-            name="sluice",
-            url=self.url,
-            rss_roots={
-                "app": [self.pid("gunicorn")],
-                "proxies": [self.pid("nginx"), self.pid("pgbouncer")],
-                "postgres": [self.pid("postgres")],
-            },
-            access_log=self.access_log,
-            metrics_url=self.metrics_url,
-        )
+def sluice_deployment(running: RunningStack) -> Deployment:
+    """The running stack as a benchmark target: where it answers, what it records."""
+    return Deployment(
+        name="sluice",
+        url=running.url,
+        rss_roots={
+            "app": [running.pid("gunicorn")],
+            "proxies": [running.pid("nginx"), running.pid("pgbouncer")],
+            "postgres": [running.pid("postgres")],
+        },
+        access_log=running.layout.logs / "access.log",
+        metrics_url=running.env["SLUICE_METRICS_URL"],
+    )
 
 
 @contextlib.contextmanager
@@ -154,7 +114,7 @@ def sluice_stack(
     state: Path,
     postgres_max_connections: int,
     overrides: Mapping[str, str] | None = None,
-) -> Iterator[SluiceStack]:
+) -> Iterator[RunningStack]:
     """The local stack on its own port base and state, stopped on exit.
 
     PostgreSQL's max_connections is raised so the plain deployment's default
@@ -172,7 +132,7 @@ def sluice_stack(
             running = resources.enter_context(Stack(layout, environ=environ))
         except (StackError, ValueError) as exc:
             raise TargetError(f"Sluice stack failed to start: {exc}\nlogs: {layout.logs}") from exc
-        yield SluiceStack(running)
+        yield running
 
 
 # --------------------------------------------------------------------------
