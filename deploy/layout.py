@@ -83,6 +83,18 @@ class Layout:
         return DB_ROOT / f"{name}-{digest}"
 
     @property
+    def nginx_tmp(self) -> Path:
+        """nginx's temp files (request bodies it buffers to disk).
+
+        As root, nginx's workers run as `nobody`, who may not reach the state
+        directory either (a clone in a 0700 directory): then a directory beside
+        db_dir, which nginx's master makes the workers' own.
+        """
+        if not switches_user():
+            return self.state / "nginx-tmp"
+        return self.db_dir.with_name(f"{self.db_dir.name}.nginx-tmp")
+
+    @property
     def pgdata(self) -> Path:
         return self.db_dir / "pgdata"
 

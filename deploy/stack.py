@@ -219,8 +219,8 @@ class Stack:
                 f"{layout.state} is the stack of supervisor {owner.pid}: "
                 f"`SLUICE_STATE_DIR={layout.state} python -m deploy.stack down` first"
             )
-        for directory in (layout.state, layout.logs, layout.state / "nginx-tmp"):
-            directory.mkdir(parents=True, exist_ok=True)
+        for directory in (layout.state, layout.logs, layout.nginx_tmp):
+            directory.mkdir(mode=0o755, parents=True, exist_ok=True)
         pidfile.reap(layout)
         database.prepare_db_dir(layout)
         render_configs(layout, self.environment)
@@ -391,7 +391,7 @@ def clean(layout: Layout, *, everything: bool = False) -> int:
 
 
 def _remove_stack(layout: Layout) -> bool:
-    dirs = [d for d in dict.fromkeys((layout.state, layout.db_dir)) if d.is_dir()]
+    dirs = [d for d in dict.fromkeys((layout.state, layout.db_dir, layout.nginx_tmp)) if d.is_dir()]
     dirs = [d for d in dirs if not d.is_symlink()]
     if not dirs:
         return True
