@@ -14,6 +14,7 @@ import pwd
 import shutil
 import stat
 import subprocess
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -90,20 +91,20 @@ def init_cluster(layout: Layout) -> None:
 
 
 def wait_accepting(layout: Layout) -> None:
-    """Until PostgreSQL accepts connections: its port opens before recovery ends."""
-    subprocess.run(
-        [
-            binary("pg_isready"),
-            "-q",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(layout.ports["postgres"]),
-            "-t",
-            str(START_TIMEOUT_S),
-        ],
-        check=True,
-    )
+    """Until PostgreSQL accepts connections: its port opens before recovery ends.
+
+    pg_isready's -t bounds one attempt; it answers 1 at once while the server
+    is still starting up ("rejecting connections"), so it is asked again.
+    """
+    command = [binary("pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(layout.ports["postgres"])]
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while True:
+        code = subprocess.run([*command, "-t", "5"]).returncode
+        if code == 0:
+            return
+        if code == 3 or time.monotonic() > deadline:  # 3: pg_isready's arguments are wrong
+            raise subprocess.CalledProcessError(code, command)
+        time.sleep(0.1)
 
 
 def ensure_database(layout: Layout, env: Mapping[str, str]) -> None:

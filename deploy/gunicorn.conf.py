@@ -19,15 +19,15 @@ _limits = _settings.limits
 bind = [f"{_settings.bind_host}:{_settings.bind_port}"]
 workers = _limits.workers
 # Uvicorn's worker, except that stopping never cuts an idle keep-alive
-# connection nginx may be reusing (a reload would answer 502).
+# connection a client may be reusing (a reload would answer 502).
 worker_class = "service.worker.SluiceUvicornWorker"
 # The kernel accept queue in front of the workers: bounded, and measured by
 # the master (sluice_listen_backlog).
 backlog = _limits.backlog
 timeout = _settings.worker_timeout_s
 graceful_timeout = _settings.graceful_timeout_s
-# Longer than nginx's upstream keepalive_timeout (NGINX_UPSTREAM_IDLE_TIMEOUT),
-# so the app never closes a connection nginx is about to reuse.
+# For clients that keep connections alive (nginx does not: a connection per
+# request); long, so the app is rarely the side closing an idle one.
 keepalive = _settings.keepalive_s
 accesslog = None
 errorlog = "-"

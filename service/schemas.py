@@ -8,6 +8,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field
 
+# PostgreSQL text cannot hold NUL: such a value would fail in the driver (a
+# 500); the pattern refuses it up front and tells clients in the schema.
+NO_NUL = r"^[^\x00]*$"
+
 
 class Token(BaseModel):
     access_token: str
@@ -19,7 +23,7 @@ class UserRegister(BaseModel):
 
     email: EmailStr = Field(max_length=255)
     password: str = Field(min_length=8, max_length=128)
-    full_name: str | None = Field(default=None, max_length=255)
+    full_name: str | None = Field(default=None, max_length=255, pattern=NO_NUL)
 
 
 class UserPublic(BaseModel):
@@ -35,16 +39,16 @@ class UserPublic(BaseModel):
 class ItemCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    title: str = Field(min_length=1, max_length=255)
-    description: str | None = Field(default=None, max_length=1024)
+    title: str = Field(min_length=1, max_length=255, pattern=NO_NUL)
+    description: str | None = Field(default=None, max_length=1024, pattern=NO_NUL)
 
 
 class ItemUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     # May be left out, but not null: the column is NOT NULL (null was a 500).
-    title: str = Field(default=None, min_length=1, max_length=255)  # type: ignore[assignment]
-    description: str | None = Field(default=None, max_length=1024)
+    title: str = Field(default=None, min_length=1, max_length=255, pattern=NO_NUL)  # type: ignore[assignment]
+    description: str | None = Field(default=None, max_length=1024, pattern=NO_NUL)
 
 
 class ItemPublic(BaseModel):

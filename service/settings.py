@@ -121,6 +121,7 @@ class Settings(BaseSettings):
     target_latency_ms: int = Field(default=250, ge=1)
     request_deadline_ms: int = Field(default=5000, ge=1)
     service_time_ms: float = Field(default=50.0, gt=0)
+    cpu_share: float = Field(default=0.5, gt=0, le=1)
     replicas: int = Field(default=1, ge=1)
 
     # Explicit overrides of derived limits, named as the Sizing fields they

@@ -26,6 +26,9 @@ class SizingInputs:
     target_latency_ms: int = 250
     request_deadline_ms: int = 5000
     service_time_ms: float = 50.0
+    # Share of a request's service time its worker spends computing (holding
+    # the GIL) rather than waiting on the database.
+    cpu_share: float = 0.5
     replicas: int = 1
     # Explicit overrides; None means "derive".
     workers: int | None = None
@@ -83,6 +86,8 @@ def derive(inputs: SizingInputs) -> Sizing:
         raise SizingError("cpu_cores, db_connection_budget and replicas must be >= 1")
     if inputs.service_time_ms <= 0:
         raise SizingError("service_time_ms must be > 0")
+    if not 0 < inputs.cpu_share <= 1:
+        raise SizingError(f"cpu_share must be in (0, 1], not {inputs.cpu_share}")
     if inputs.target_latency_ms >= inputs.request_deadline_ms:
         raise SizingError(
             f"target_latency_ms ({inputs.target_latency_ms}) must be below "
@@ -95,9 +100,16 @@ def derive(inputs: SizingInputs) -> Sizing:
     app_processes = workers * inputs.replicas
 
     # Every admitted request may hold one server connection; the budget is
-    # split so that all admitted requests together never exceed it.
+    # split so that all admitted requests together never exceed it. Within
+    # that, a worker runs one request's Python at a time (the GIL): it needs
+    # 1 / cpu_share requests in flight to keep its core busy while the others
+    # wait on the database, and every request beyond that only waits for the
+    # GIL, stretching every admitted request's latency for no throughput.
     # The SQLAlchemy pool and the threadpool are L too (Sizing.max_in_flight).
-    max_in_flight = inputs.max_in_flight or max(1, inputs.db_connection_budget // app_processes)
+    max_in_flight = inputs.max_in_flight or max(
+        1,
+        min(inputs.db_connection_budget // app_processes, math.ceil(1 / inputs.cpu_share)),
+    )
     # Overflow would only hide a leak: admission already caps checkouts at L.
     db_max_overflow = 0
 
@@ -116,11 +128,13 @@ def derive(inputs: SizingInputs) -> Sizing:
     capacity_rps = app_processes * max_in_flight * 1000 / inputs.service_time_ms
     # nginx is the cheapest place to say no, and the app's refusals cost its
     # event loop CPU that admitted requests need. So nginx lets through what
-    # the workers can serve (L each) plus a small margin, half of L, so that
-    # a freed slot finds its next request already in the worker rather than
-    # idling through the proxy hop; the admission queue absorbs what nginx
-    # cannot see (one worker busier than another). Measured in
-    # docs/benchmark.md ("The nginx cap").
+    # the workers can run (L each) plus a small margin, half of L, queued in
+    # the app: a freed slot finds its next request already in the worker, and
+    # a short stall (a commit waiting on a slow disk holds its slot) is
+    # absorbed instead of refused. A larger margin only lengthens the
+    # admitted tail under overload. The admission queue also absorbs what
+    # nginx cannot see (one worker busier than another, several nginx
+    # replicas). Measured in docs/benchmark.md ("The nginx cap").
     nginx_margin = min(queue_length, math.ceil(max_in_flight / 2))
     nginx_max_conns = app_processes * (max_in_flight + nginx_margin)
     deadline_s = math.ceil(inputs.request_deadline_ms / 1000)
@@ -198,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target-latency-ms", type=int, default=SizingInputs.target_latency_ms)
     parser.add_argument("--request-deadline-ms", type=int, default=SizingInputs.request_deadline_ms)
     parser.add_argument("--service-time-ms", type=float, default=SizingInputs.service_time_ms)
+    parser.add_argument("--cpu-share", type=float, default=SizingInputs.cpu_share)
     parser.add_argument("--replicas", type=int, default=SizingInputs.replicas)
     parser.add_argument("--format", choices=["env", "table"], default="env")
     args = parser.parse_args(argv)
@@ -208,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
             target_latency_ms=args.target_latency_ms,
             request_deadline_ms=args.request_deadline_ms,
             service_time_ms=args.service_time_ms,
+            cpu_share=args.cpu_share,
             replicas=args.replicas,
         )
     )

@@ -2,15 +2,19 @@
 
 HTTP/1.1 cannot tell a client "do not reuse this connection" except in a
 response. Uvicorn's graceful shutdown closes idle keep-alive connections at
-once, and nginx may be writing the next request into one of them at that very
-moment: it gets a reset, and it may not retry a POST (the app might have seen
-it), so a rolling reload (HUP) under load answered an odd request with 502.
+once, and a client may be writing its next request into one of them at that
+very moment: it gets a reset, and it may not retry a POST (the app might have
+seen it), so a rolling reload (HUP) under load answered an odd request with
+502 when nginx kept upstream connections alive.
 
-Here a stopping worker leaves idle connections open: a request still arriving
-on one is served with `Connection: close`, and the rest are closed by nginx
-itself after its upstream keepalive_timeout (NGINX_UPSTREAM_IDLE_TIMEOUT, kept
-shorter than Gunicorn's graceful_timeout). Whoever closes an idle connection
-must be the side that would send on it next; that is nginx.
+Sluice's nginx now opens a connection per request (no upstream keepalive, see
+its template), so it leaves no idle connection behind; the worker keeps the
+guarantee for any client that does keep one (a proxy configured otherwise, a
+direct caller): a stopping worker leaves idle connections open, a request
+still arriving on one is served with `Connection: close`, and the client
+closes the rest. Whoever closes an idle connection must be the side that
+would send on it next. Stopping also marks the process as draining, which
+/readyz reports.
 """
 
 from __future__ import annotations

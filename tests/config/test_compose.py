@@ -137,23 +137,6 @@ def test_healthchecks_conditions_restarts_limits_pinned_images(
     assert deployment.robustness_problems(compose_model) == []
 
 
-def test_nginx_closes_idle_app_connections_before_the_app_would(
-    compose_model: dict[str, Any],
-) -> None:
-    """A stopping worker waits for nginx to close its idle connections (service/worker.py).
-
-    So nginx's upstream idle timeout must end before Gunicorn's
-    graceful_timeout (or the worker is killed with them open) and before the
-    app's own keep-alive timeout (or the app closes one nginx is reusing).
-    """
-    idle = deployment.duration_s(
-        compose_model["services"]["nginx"]["environment"]["NGINX_UPSTREAM_IDLE_TIMEOUT"]
-    )
-    settings = deployment.settings_from_env(compose_model["services"]["app"]["environment"])
-    assert idle < settings.graceful_timeout_s
-    assert idle < settings.keepalive_s
-
-
 def test_app_matches_sizing_and_gunicorn(compose_model: dict[str, Any]) -> None:
     sizing = read_env_file(deployment.SIZING_ENV)
     assert deployment.app_shape_problems(compose_model, sizing) == []

@@ -206,8 +206,13 @@ def test_malformed_json_and_wrong_types_are_422(edge_stack: RunningStack) -> Non
         assert_clean_error(http.get(f"{ITEMS}not-a-uuid", headers=headers), 422)
         assert_clean_error(http.get(f"{ITEMS}?limit=abc", headers=headers), 422)
         item = http.post(ITEMS, json={"title": "t"}, headers=headers).json()
-        for update in ({"title": None}, {"title": ""}, {"owner_id": str(uuid.uuid4())}):
+        nul = {"title": "a\u0000b"}  # PostgreSQL text cannot hold NUL (was a 500 on PUT)
+        for update in ({"title": None}, {"title": ""}, {"owner_id": str(uuid.uuid4())}, nul):
             assert_clean_error(http.put(f"{ITEMS}{item['id']}", json=update, headers=headers), 422)
+        for body in (nul, {"title": "t", "description": "\u0000"}):
+            assert_clean_error(http.post(ITEMS, json=body, headers=headers), 422)
+        # Nothing changed.
+        assert http.get(f"{ITEMS}{item['id']}", headers=headers).json()["title"] == "t"
 
 
 def test_bad_tokens_are_401_each_for_its_own_reason(edge_stack: RunningStack) -> None:

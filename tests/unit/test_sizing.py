@@ -22,29 +22,47 @@ def test_derived_limits_always_hold_the_chain(cores: int, budget: int, replicas:
     # nginx lets every slot be filled, and no more than the workers can queue.
     slots = processes * s.max_in_flight
     assert slots < s.nginx_max_conns <= processes * (s.max_in_flight + s.queue_length)
+    assert 1 <= s.nginx_max_conns_per_client <= s.nginx_max_conns
+
+
+def test_in_flight_is_what_a_worker_can_use_within_the_connection_budget() -> None:
+    # A worker computes one request at a time (the GIL): with half of a
+    # request spent on the CPU, two in flight keep its core busy.
+    s = derive(SizingInputs(cpu_cores=2, db_connection_budget=8))
+    assert (s.workers, s.max_in_flight, s.queue_length) == (2, 2, 5)
+    assert s.pgbouncer_default_pool_size == 4  # the budget is a ceiling, not a target
+    # Mostly waiting on the database: more in flight, up to the budget's share.
+    waiting = derive(SizingInputs(cpu_cores=2, db_connection_budget=8, cpu_share=0.1))
+    assert waiting.max_in_flight == 4
+    roomy = derive(SizingInputs(cpu_cores=2, db_connection_budget=40, cpu_share=0.1))
+    assert roomy.max_in_flight == 10
 
 
 def test_nginx_refuses_what_the_workers_cannot_start_soon() -> None:
-    # 2 workers x L 4: nginx admits the 8 slots plus half of L per worker, so
+    # 2 workers x L 2: nginx admits the 4 slots plus half of L per worker, so
     # the excess is refused by nginx, not queued in the app (docs/benchmark.md).
     s = derive(SizingInputs(cpu_cores=2, db_connection_budget=8))
-    assert (s.workers, s.max_in_flight, s.queue_length) == (2, 4, 10)
-    assert s.nginx_max_conns == 12
+    assert s.nginx_max_conns == 6
     # One client (a token, or an address without one) holds at most half of it.
-    assert s.nginx_max_conns_per_client == 6
+    assert s.nginx_max_conns_per_client == 3
     # A queue shorter than the margin caps it.
-    assert (
-        derive(SizingInputs(cpu_cores=2, db_connection_budget=8, queue_length=1)).nginx_max_conns
-        == 10
-    )
+    roomy = SizingInputs(cpu_cores=2, db_connection_budget=8, cpu_share=0.25, queue_length=1)
+    assert derive(roomy).nginx_max_conns == 2 * (4 + 1)
+
+
+def test_cpu_share_outside_its_range_is_refused() -> None:
+    with pytest.raises(SizingError, match="cpu_share"):
+        derive(SizingInputs(cpu_share=0))
+    with pytest.raises(ValidationError):
+        Settings(cpu_share=1.5, environment="test")
 
 
 def test_littles_law_bounds_the_queue() -> None:
     s = derive(
         SizingInputs(db_connection_budget=8, cpu_cores=2, service_time_ms=5, target_latency_ms=200)
     )
-    # 4 slots x 100 ms wait / 5 ms per request = 80 requests drain within T.
-    assert (s.max_in_flight, s.queue_wait_ms, s.queue_length) == (4, 100, 80)
+    # 2 slots x 100 ms wait / 5 ms per request = 40 requests drain within T.
+    assert (s.max_in_flight, s.queue_wait_ms, s.queue_length) == (2, 100, 40)
 
 
 def test_bad_inputs_are_refused() -> None:
@@ -56,7 +74,7 @@ def test_startup_check_names_the_conflicting_numbers() -> None:
     with pytest.raises(ValidationError) as info:
         Settings(cpu_cores=2, db_max_overflow=50, environment="test")
     message = str(info.value)
-    assert "workers (2) x replicas (1) x (max_in_flight 4 + db_max_overflow 50)" in message
+    assert "workers (2) x replicas (1) x (max_in_flight 2 + db_max_overflow 50)" in message
     assert "PgBouncer max_client_conn" in message
     assert "SLUICE_DB_MAX_OVERFLOW" in message and "PGBOUNCER_MAX_CLIENT_CONN" in message
 
@@ -65,15 +83,15 @@ def test_startup_check_refuses_a_pgbouncer_pool_postgresql_cannot_hold() -> None
     with pytest.raises(ValidationError) as info:
         Settings(cpu_cores=2, postgres_max_connections=5, environment="test")
     message = str(info.value)
-    assert "default_pool_size (8)" in message
+    assert "default_pool_size (4)" in message
     assert "POSTGRES_MAX_CONNECTIONS" in message and "PGBOUNCER_DEFAULT_POOL_SIZE" in message
 
 
 def test_startup_check_refuses_a_per_client_cap_above_the_global_one() -> None:
     with pytest.raises(ValidationError) as info:
-        Settings(cpu_cores=2, nginx_max_conns=4, environment="test")
+        Settings(cpu_cores=2, nginx_max_conns=1, environment="test")
     message = str(info.value)
-    assert "per-client cap (6) exceeds its global cap (4)" in message
+    assert "per-client cap (3) exceeds its global cap (1)" in message
     assert "NGINX_MAX_CONNS_PER_CLIENT" in message
 
 
