@@ -327,20 +327,20 @@ def evaluate_targets(result: BenchResult) -> list[tuple[str, str, bool | None]]:
             # Judged on the client side when the generator kept up at both
             # levels; otherwise on nginx's request_time, which its lag cannot reach.
             low_log = _nginx_log(low)
-            client = f"{_ms(s.ok_p99_ms)} ms vs 3 x {_ms(low.summary.ok_p99_ms)} ms"
+            measured = f"{_ms(s.ok_p99_ms)} ms vs 3 x {_ms(low.summary.ok_p99_ms)} ms"
             server = None
             if layers is not None and low_log is not None:
                 server = (layers.admitted.p99_ms, low_log.admitted.p99_ms)
-                client += f" (server side {_ms(server[0])} vs 3 x {_ms(server[1])} ms)"
+                measured += f" (server side {_ms(server[0])} vs 3 x {_ms(server[1])} ms)"
             if lag_ok and low.summary.lag_p99_ms <= LAG_UNRELIABLE_MS:
                 met: bool | None = s.ok_p99_ms <= 3 * low.summary.ok_p99_ms
             elif server is not None:
-                client += ": generator lag over the limit, judged on the server side"
+                measured += ": generator lag over the limit, judged on the server side"
                 met = server[0] <= 3 * server[1]
             else:
-                client += ": not judged"
+                measured += ": not judged"
                 met = None
-            add("4x: admitted p99 <= 3 x p99 at 0.5x", client, met)
+            add("4x: admitted p99 <= 3 x p99 at 0.5x", measured, met)
         count_500 = sum(st.count for code, st in s.http_errors.items() if code == 500)
         add("4x: zero 500s", str(count_500), count_500 == 0)
         if one is not None:
