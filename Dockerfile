@@ -29,6 +29,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     SLUICE_BIND_HOST=0.0.0.0 \
     SLUICE_BIND_PORT=8000 \
+    SLUICE_PROBE_PORT=8001 \
     SLUICE_METRICS_HOST=0.0.0.0 \
     SLUICE_METRICS_PORT=9200 \
     SLUICE_METRICS_MULTIPROC_DIR=/run/sluice/metrics
@@ -53,12 +54,13 @@ COPY deploy/gunicorn.conf.py deploy/render-templates.sh deploy/defaults.env ./de
 RUN python -m compileall -q service migrations deploy
 
 USER 10001:10001
-EXPOSE 8000 9200
+EXPOSE 8000 8001 9200
 
 # Liveness only (/healthz touches nothing else); readiness (/readyz) is for
-# load balancers and Kubernetes, not for restarting the container.
+# load balancers and Kubernetes, not for restarting the container. Both on the
+# probe port, which answers even while every request slot is busy.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
-    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2)"]
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8001/healthz', timeout=2)"]
 
 # Exec form: Gunicorn is PID 1 and receives SIGTERM itself (graceful drain).
 CMD ["gunicorn", "-c", "deploy/gunicorn.conf.py", "service.main:app"]

@@ -16,7 +16,12 @@ from service.settings import get_settings
 _settings = get_settings()
 _limits = _settings.limits
 
-bind = [f"{_settings.bind_host}:{_settings.bind_port}"]
+# The app port (accepting only while a worker has a slot free) and the probe
+# port (always accepting), service/accept_gate.py.
+bind = [
+    f"{_settings.bind_host}:{_settings.bind_port}",
+    f"{_settings.bind_host}:{_settings.probe_port}",
+]
 workers = _limits.workers
 # Uvicorn's worker, except that stopping never cuts an idle keep-alive
 # connection a client may be reusing (a reload would answer 502).

@@ -27,6 +27,7 @@ PORTS = {
     "pgbouncer_exporter": 8,
     "nginx_exporter": 9,
     "nginx_log_exporter": 10,
+    "probes": 11,
 }
 # As root, the postgres user's files live here (one directory per state directory).
 DB_ROOT = Path("/var/lib/sluice")

@@ -153,6 +153,10 @@ class Settings(BaseSettings):
     # Gunicorn and metrics.
     bind_host: str = "127.0.0.1"
     bind_port: int = 8000
+    # /healthz and /readyz for probes, beside the app port: the app port
+    # accepts only while a worker has a slot free (service/accept_gate.py),
+    # and a busy worker must still answer its probes.
+    probe_port: int = 8001
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9200
     metrics_multiproc_dir: Path = Path("/tmp/sluice-metrics")
@@ -201,6 +205,15 @@ class Settings(BaseSettings):
                 f"SLUICE_DB_PASSWORD is a default password while "
                 f"SLUICE_ENVIRONMENT={self.environment}; set a strong one"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _ports_differ(self) -> Settings:
+        ports = {"bind_port": self.bind_port, "probe_port": self.probe_port}
+        ports["metrics_port"] = self.metrics_port
+        if len(set(ports.values())) < len(ports):
+            names = ", ".join(f"{env_name(k)}={v}" for k, v in ports.items())
+            raise ValueError(f"the app, probe and metrics ports must differ: {names}")
         return self
 
     @model_validator(mode="after")

@@ -127,16 +127,16 @@ def derive(inputs: SizingInputs) -> Sizing:
     pgbouncer_clients = app_processes * per_process_clients + PGBOUNCER_ADMIN_CLIENTS
     capacity_rps = app_processes * max_in_flight * 1000 / inputs.service_time_ms
     # nginx is the cheapest place to say no, and the app's refusals cost its
-    # event loop CPU that admitted requests need. So nginx lets through what
-    # the workers can run (L each) plus a small margin, half of L, queued in
-    # the app: a freed slot finds its next request already in the worker, and
-    # a short stall (a commit waiting on a slow disk holds its slot) is
-    # absorbed instead of refused. A larger margin only lengthens the
-    # admitted tail under overload. The admission queue also absorbs what
-    # nginx cannot see (one worker busier than another, several nginx
-    # replicas). Measured in docs/benchmark.md ("The nginx cap").
-    nginx_margin = min(queue_length, math.ceil(max_in_flight / 2))
-    nginx_max_conns = app_processes * (max_in_flight + nginx_margin)
+    # event loop CPU that admitted requests need. So nginx lets through exactly
+    # what the workers can run, L each, and refuses the rest in well under a
+    # millisecond. A worker accepts a connection only while it has a slot free
+    # (service/accept_gate.py), so what nginx lets through never waits in a
+    # busy worker while another has room; every connection beyond the slots
+    # would only wait, and under overload each one adds a slot's hold time to
+    # the admitted tail. The admission queue absorbs what nginx cannot see:
+    # requests on kept-alive connections of other clients, several nginx
+    # replicas. Measured in docs/benchmark.md ("The nginx cap").
+    nginx_max_conns = app_processes * max_in_flight
     deadline_s = math.ceil(inputs.request_deadline_ms / 1000)
 
     return Sizing(

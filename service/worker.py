@@ -1,4 +1,4 @@
-"""The Gunicorn worker: Uvicorn's, except that a stopping worker never closes an idle connection.
+"""The Gunicorn worker: Uvicorn's, accepting only into a free slot, never cutting idle connections.
 
 HTTP/1.1 cannot tell a client "do not reuse this connection" except in a
 response. Uvicorn's graceful shutdown closes idle keep-alive connections at
@@ -15,23 +15,69 @@ still arriving on one is served with `Connection: close`, and the client
 closes the rest. Whoever closes an idle connection must be the side that
 would send on it next. Stopping also marks the process as draining, which
 /readyz reports.
+
+On the app port the worker accepts a connection only while it has a
+request slot free (service/accept_gate.py); the protocol tells the gate when
+a connection is busy. The probe port is served as Uvicorn serves any port.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from typing import Any, ClassVar
 
+from gunicorn.arbiter import Arbiter
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn_worker import UvicornWorker
 
 from service import lifecycle
+from service.accept_gate import FIRST_REQUEST_TIMEOUT_S, AcceptGate, GatedServer
+from service.settings import get_settings
 
 
-class DrainingHttpToolsProtocol(HttpToolsProtocol):
-    """httptools protocol whose shutdown only stops keep-alive, never cuts an idle connection."""
+class SluiceHttpProtocol(HttpToolsProtocol):
+    """Uvicorn's httptools protocol, with two changes.
+
+    Shutdown only stops keep-alive, never cuts an idle connection. And the
+    accept gate learns when a connection is busy: from accept until its
+    response is complete, and again from the first byte of its next request.
+    """
 
     draining = False
+    gate: AcceptGate | None = None  # set on connections accepted through the gate
+    _busy = False
+
+    def _set_busy(self, busy: bool) -> None:
+        if self.gate is None or busy == self._busy:
+            return
+        self._busy = busy
+        if busy:
+            self.gate.occupy()
+        else:
+            self.gate.free()
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if self.gate is not None:
+            # The gate counted this connection busy when it accepted it.
+            self._busy = True
+            # Uvicorn times out idle connections only after a first response.
+            self.timeout_keep_alive_task = self.loop.call_later(
+                FIRST_REQUEST_TIMEOUT_S, self.timeout_keep_alive_handler
+            )
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._set_busy(True)
+
+    def on_response_complete(self) -> None:
+        self._set_busy(False)
+        super().on_response_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._set_busy(False)
+        super().connection_lost(exc)
 
     def shutdown(self) -> None:
         self.draining = True
@@ -56,9 +102,26 @@ GIL_SWITCH_INTERVAL_S = 0.001
 class SluiceUvicornWorker(UvicornWorker):  # type: ignore[misc]  # uvicorn-worker has no hints
     CONFIG_KWARGS: ClassVar[dict[str, Any]] = {
         **UvicornWorker.CONFIG_KWARGS,
-        "http": f"{__name__}:DrainingHttpToolsProtocol",
+        "http": f"{__name__}:SluiceHttpProtocol",
     }
 
     def init_process(self) -> None:
         sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
         super().init_process()
+
+    async def _serve(self) -> None:
+        """uvicorn-worker's `_serve`, with the accept gate on the app port when admission is on."""
+        settings = get_settings()
+        if not settings.admission_enabled:
+            await super()._serve()
+            return
+        self.config.app = self.wsgi
+        server = GatedServer(
+            config=self.config,
+            limit=settings.limits.max_in_flight,
+            gated_ports=frozenset({settings.bind_port}),
+        )
+        self._install_sigquit_handler()
+        await server.serve(sockets=self.sockets)
+        if not server.started:
+            sys.exit(Arbiter.WORKER_BOOT_ERROR)

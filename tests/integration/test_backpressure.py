@@ -9,6 +9,7 @@ requests stall, which is how a burst overflows every layer on demand.
 from __future__ import annotations
 
 import contextlib
+import socket
 import threading
 import time
 import uuid
@@ -20,6 +21,7 @@ import httpx
 import psycopg2
 import pytest
 
+from service.accept_gate import FIRST_REQUEST_TIMEOUT_S
 from tests.api import Api
 from tests.stackctl import RunningStack, local_stack
 
@@ -188,6 +190,47 @@ def test_readyz_stays_ready_while_the_app_sheds(
     print(f"\nreadyz under load: {len(probes)} probes, {served} served, {shed} shed")
     assert served and shed, "the load must both be served and overflow the stack"
     assert [p for p in probes if p[0] != 200] == []
+
+
+def _ask(port: int, path: str, *, timeout_s: float) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout_s)
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: sluice\r\nConnection: close\r\n\r\n".encode())
+    return sock
+
+
+def test_a_worker_accepts_only_while_it_has_a_slot_free(small_stack: RunningStack) -> None:
+    """Connections beyond the slots wait in the shared accept queue; probes never do.
+
+    Two silent connections take both workers' only slot (L=1). A request on a
+    third connection is not accepted by anyone until a slot frees, while the
+    probe port answers at once; a silent connection is closed after
+    FIRST_REQUEST_TIMEOUT_S, and the waiting request is then served.
+    """
+    app_port, probe_port = small_stack.ports["gunicorn"], small_stack.ports["probes"]
+    silent = [socket.create_connection(("127.0.0.1", app_port), timeout=30) for _ in range(2)]
+    try:
+        time.sleep(0.5)  # both accepted, one by each worker
+        started = time.monotonic()
+        waiting = _ask(app_port, "/healthz", timeout_s=1.0)
+        with pytest.raises(TimeoutError):
+            waiting.recv(1)
+        probe = _ask(probe_port, "/readyz", timeout_s=5.0)
+        assert probe.recv(64).startswith(b"HTTP/1.1 200"), "the probe port must not wait"
+        probe.close()
+        waiting.settimeout(FIRST_REQUEST_TIMEOUT_S + 10)
+        answer = waiting.recv(64)
+        waited = time.monotonic() - started
+        waiting.close()
+        print(f"\nthe third connection was served after {waited:.1f} s")
+        assert answer.startswith(b"HTTP/1.1 200"), answer
+        assert waited >= 1.0
+        # The silent connections were closed by the app, not by this test.
+        for sock in silent:
+            sock.settimeout(FIRST_REQUEST_TIMEOUT_S + 10)
+            assert sock.recv(1) == b""
+    finally:
+        for sock in silent:
+            sock.close()
 
 
 def test_statement_timeout_answers_503_and_the_stack_recovers(

@@ -19,9 +19,9 @@ def test_derived_limits_always_hold_the_chain(cores: int, budget: int, replicas:
     assert s.pgbouncer_default_pool_size <= s.postgres_max_connections - 3
     assert s.queue_wait_ms < s.request_deadline_ms
     assert s.nginx_proxy_read_timeout * 1000 > s.request_deadline_ms
-    # nginx lets every slot be filled, and no more than the workers can queue.
-    slots = processes * s.max_in_flight
-    assert slots < s.nginx_max_conns <= processes * (s.max_in_flight + s.queue_length)
+    # nginx lets exactly every slot be filled: the workers accept only into a
+    # free slot, so more would only wait (service/accept_gate.py).
+    assert s.nginx_max_conns == processes * s.max_in_flight
     assert 1 <= s.nginx_max_conns_per_client <= s.nginx_max_conns
 
 
@@ -38,16 +38,16 @@ def test_in_flight_is_what_a_worker_can_use_within_the_connection_budget() -> No
     assert roomy.max_in_flight == 10
 
 
-def test_nginx_refuses_what_the_workers_cannot_start_soon() -> None:
-    # 2 workers x L 2: nginx admits the 4 slots plus half of L per worker, so
-    # the excess is refused by nginx, not queued in the app (docs/benchmark.md).
+def test_nginx_refuses_what_the_workers_cannot_start_now() -> None:
+    # 2 workers x L 2: nginx admits the 4 slots, so the excess is refused by
+    # nginx, not queued in the app (docs/benchmark.md, "The nginx cap").
     s = derive(SizingInputs(cpu_cores=2, db_connection_budget=8))
-    assert s.nginx_max_conns == 6
+    assert s.nginx_max_conns == 4
     # One client (a token, or an address without one) holds at most half of it.
-    assert s.nginx_max_conns_per_client == 3
-    # A queue shorter than the margin caps it.
-    roomy = SizingInputs(cpu_cores=2, db_connection_budget=8, cpu_share=0.25, queue_length=1)
-    assert derive(roomy).nginx_max_conns == 2 * (4 + 1)
+    assert s.nginx_max_conns_per_client == 2
+    # Across replicas: every replica's slots.
+    three = derive(SizingInputs(cpu_cores=2, db_connection_budget=40, replicas=3))
+    assert three.nginx_max_conns == 3 * three.workers * three.max_in_flight
 
 
 def test_cpu_share_outside_its_range_is_refused() -> None:
@@ -91,7 +91,7 @@ def test_startup_check_refuses_a_per_client_cap_above_the_global_one() -> None:
     with pytest.raises(ValidationError) as info:
         Settings(cpu_cores=2, nginx_max_conns=1, environment="test")
     message = str(info.value)
-    assert "per-client cap (3) exceeds its global cap (1)" in message
+    assert "per-client cap (2) exceeds its global cap (1)" in message
     assert "NGINX_MAX_CONNS_PER_CLIENT" in message
 
 
