@@ -23,8 +23,9 @@ bind = [
     f"{_settings.bind_host}:{_settings.probe_port}",
 ]
 workers = _limits.workers
-# Uvicorn's worker, except that stopping never cuts an idle keep-alive
-# connection a client may be reusing (a reload would answer 502).
+# Uvicorn's worker, except that it accepts on the app port only into a free
+# slot, and stopping never cuts an idle keep-alive connection a client may be
+# reusing (a reload would answer 502).
 worker_class = "service.worker.SluiceUvicornWorker"
 # The kernel accept queue in front of the workers: bounded, and measured by
 # the master (sluice_listen_backlog).

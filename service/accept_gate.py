@@ -11,9 +11,11 @@ leaves the rest in the kernel's accept queue, which every worker takes from:
 one shared, first-come queue in front of all the slots, bounded by the listen
 backlog and measured by the master (`sluice_listen_backlog`).
 
-A connection counts as busy from accept until its response is complete (nginx
-opens one per request); an idle keep-alive connection does not, and a request
-arriving on one still meets the admission queue.
+A slot is held by a new connection from accept until its first request
+starts, then by each request until its handler ends (nginx opens a connection
+per request); an idle keep-alive connection holds none, and a request arriving
+on one still meets the admission queue. A request whose client has gone keeps
+its slot until its handler ends: its thread and database connection are busy.
 
 The probe port is not gated: a worker whose slots are all held (a slow
 database) still answers /healthz and /readyz at once, so being busy never
@@ -23,6 +25,8 @@ looks like being unready.
 from __future__ import annotations
 
 import asyncio
+import errno
+import logging
 import socket
 from collections.abc import Callable
 from typing import Any, cast
@@ -33,6 +37,13 @@ from uvicorn.server import Server
 # stays silent this long holds a slot for nothing (uvicorn itself would wait
 # for it forever).
 FIRST_REQUEST_TIMEOUT_S = 5.0
+# Out of file descriptors or memory the pending connection stays readable; the
+# gate stops watching for this long instead of spinning (as asyncio does).
+ACCEPT_RETRY_S = 1.0
+# The client left between the kernel's queue and the accept: nothing to do.
+_CLIENT_GONE = frozenset({errno.ECONNABORTED, errno.ECONNRESET, errno.EPROTO})
+
+log = logging.getLogger("sluice.accept_gate")
 
 
 class AcceptGate:
@@ -50,6 +61,7 @@ class AcceptGate:
         self._on_accept = on_accept
         self._sockets: list[socket.socket] = []
         self._watching = False
+        self._retry: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def open(self, sockets: list[socket.socket]) -> None:
@@ -61,6 +73,9 @@ class AcceptGate:
 
     def close(self) -> None:
         self._unwatch()
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
         self._sockets = []
 
     def occupy(self) -> None:
@@ -74,7 +89,7 @@ class AcceptGate:
             self._watch()
 
     def _watch(self) -> None:
-        if self._watching or not self._sockets or self._loop is None:
+        if self._watching or self._retry is not None or not self._sockets or self._loop is None:
             return
         self._watching = True
         for sock in self._sockets:
@@ -93,11 +108,22 @@ class AcceptGate:
                 conn, _ = sock.accept()
             except (BlockingIOError, InterruptedError):
                 return  # another worker took it
-            except OSError:
-                return  # e.g. ECONNABORTED: the client left before the accept
+            except OSError as exc:
+                if exc.errno in _CLIENT_GONE:
+                    continue
+                log.error("accept failed (%s); retrying in %.0f s", exc, ACCEPT_RETRY_S)
+                self._unwatch()
+                assert self._loop is not None
+                self._retry = self._loop.call_later(ACCEPT_RETRY_S, self._resume)
+                return
             conn.setblocking(False)
-            self.occupy()  # the protocol frees it when the response is complete
+            self.occupy()  # the protocol frees it (service/worker.py)
             self._on_accept(conn)
+
+    def _resume(self) -> None:
+        self._retry = None
+        if self.busy < self.limit:
+            self._watch()
 
 
 class GatedServer(Server):
@@ -111,7 +137,17 @@ class GatedServer(Server):
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         sockets = sockets or []
-        gated = [s for s in sockets if s.getsockname()[1] in self.gated_ports]
+        gated = [s for s in sockets if _port(s) in self.gated_ports]
+        if not gated:
+            # Serving the app port ungated would quietly drop a bound.
+            ports = ", ".join(str(_port(s)) for s in sockets)
+            log.error(
+                "no listening socket on %s to gate (listening on %s)",
+                sorted(self.gated_ports),
+                ports,
+            )
+            self.should_exit = True
+            return
         # Uvicorn serves the other sockets (the probe port) as usual.
         await super().startup(sockets=[s for s in sockets if s not in gated])
         if self.should_exit:
@@ -141,14 +177,31 @@ class GatedServer(Server):
     async def _connect(
         self, conn: socket.socket, create_protocol: Callable[[], asyncio.Protocol]
     ) -> None:
+        made: list[asyncio.Protocol] = []
+
+        def make() -> asyncio.Protocol:
+            made.append(create_protocol())
+            return made[-1]
+
         try:
-            await asyncio.get_running_loop().connect_accepted_socket(create_protocol, conn)
-        except OSError:
-            conn.close()  # the client was gone already
-            self.gate.free()
+            await asyncio.get_running_loop().connect_accepted_socket(
+                make, conn, ssl=self.config.ssl
+            )
+        except Exception as exc:
+            conn.close()
+            # A protocol that saw its connection frees the slot when it is lost.
+            if not made or getattr(made[0], "transport", None) is None:
+                self.gate.free()
+            if not isinstance(exc, OSError):  # OSError: the client was gone already
+                log.error("could not hand over an accepted connection", exc_info=exc)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         # Stop accepting first: what waits in the accept queue goes to the
         # workers that stay (a reload) or is refused when the master closes it.
         self.gate.close()
         await super().shutdown(sockets)
+
+
+def _port(sock: socket.socket) -> int | None:
+    address = sock.getsockname()
+    return address[1] if isinstance(address, tuple) else None  # a Unix socket has none

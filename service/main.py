@@ -13,6 +13,7 @@ from service import error_handlers
 from service.admission import AdmissionController, AdmissionMiddleware
 from service.api.routes import health, items, login, users
 from service.db import DatabaseLiveness, create_db_engine, create_session_factory
+from service.probe_port import ProbePortOnly
 from service.request_metrics import RequestMetricsMiddleware
 from service.settings import Settings, get_settings
 
@@ -68,8 +69,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             retry_after_s=settings.retry_after_s,
             bypass_paths=UNADMITTED_PATHS,
         )
-    # Outermost, so refusals by admission are counted and timed too.
+    # Outside admission, so its refusals are counted and timed too.
     app.add_middleware(RequestMetricsMiddleware)
+    app.add_middleware(ProbePortOnly, probe_port=settings.probe_port, probe_paths=UNADMITTED_PATHS)
     logging.getLogger("sluice").setLevel(settings.log_level.upper())
     return app
 

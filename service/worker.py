@@ -28,7 +28,8 @@ import sys
 from typing import Any, ClassVar
 
 from gunicorn.arbiter import Arbiter
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn._types import ASGI3Application, ASGIReceiveCallable, ASGISendCallable, Scope
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn_worker import UvicornWorker
 
 from service import lifecycle
@@ -40,43 +41,59 @@ class SluiceHttpProtocol(HttpToolsProtocol):
     """Uvicorn's httptools protocol, with two changes.
 
     Shutdown only stops keep-alive, never cuts an idle connection. And the
-    accept gate learns when a connection is busy: from accept until its
-    response is complete, and again from the first byte of its next request.
+    accept gate learns what holds a slot: a new connection until its first
+    request starts (or it closes), then each request until its handler ends,
+    even if the client left before it (the thread and its database connection
+    are still in use).
     """
 
     draining = False
     gate: AcceptGate | None = None  # set on connections accepted through the gate
-    _busy = False
-
-    def _set_busy(self, busy: bool) -> None:
-        if self.gate is None or busy == self._busy:
-            return
-        self._busy = busy
-        if busy:
-            self.gate.occupy()
-        else:
-            self.gate.free()
+    # The slot the gate counted at accept, until the first request takes it over.
+    _holds_accept_slot = False
+    _first_request_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         if self.gate is not None:
-            # The gate counted this connection busy when it accepted it.
-            self._busy = True
-            # Uvicorn times out idle connections only after a first response.
-            self.timeout_keep_alive_task = self.loop.call_later(
-                FIRST_REQUEST_TIMEOUT_S, self.timeout_keep_alive_handler
+            self._holds_accept_slot = True
+            # Uvicorn would wait forever for a first request, silent or half-sent.
+            self._first_request_timer = self.loop.call_later(
+                FIRST_REQUEST_TIMEOUT_S, self._first_request_overdue
             )
 
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self._set_busy(True)
+    def _first_request_overdue(self) -> None:
+        if self._holds_accept_slot and not self.transport.is_closing():
+            self.transport.close()
 
-    def on_response_complete(self) -> None:
-        self._set_busy(False)
-        super().on_response_complete()
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
+        gate = self.gate
+        if gate is None:
+            super()._start_asgi_task(cycle, app)
+            return
+        if self._holds_accept_slot:
+            self._holds_accept_slot = False
+            if self._first_request_timer is not None:
+                self._first_request_timer.cancel()
+        else:
+            gate.occupy()
+
+        async def holding_a_slot(
+            scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
+        ) -> None:
+            try:
+                await app(scope, receive, send)
+            finally:
+                gate.free()
+
+        super()._start_asgi_task(cycle, holding_a_slot)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._set_busy(False)
+        if self._holds_accept_slot and self.gate is not None:
+            self._holds_accept_slot = False
+            if self._first_request_timer is not None:
+                self._first_request_timer.cancel()
+            self.gate.free()
         super().connection_lost(exc)
 
     def shutdown(self) -> None:
@@ -103,6 +120,9 @@ class SluiceUvicornWorker(UvicornWorker):  # type: ignore[misc]  # uvicorn-worke
     CONFIG_KWARGS: ClassVar[dict[str, Any]] = {
         **UvicornWorker.CONFIG_KWARGS,
         "http": f"{__name__}:SluiceHttpProtocol",
+        # The app has no WebSocket routes, and an upgraded connection would
+        # leave the HTTP protocol without ever giving its slot back.
+        "ws": "none",
     }
 
     def init_process(self) -> None:

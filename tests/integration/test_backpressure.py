@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import struct
 import threading
 import time
 import uuid
@@ -201,13 +202,15 @@ def _ask(port: int, path: str, *, timeout_s: float) -> socket.socket:
 def test_a_worker_accepts_only_while_it_has_a_slot_free(small_stack: RunningStack) -> None:
     """Connections beyond the slots wait in the shared accept queue; probes never do.
 
-    Two silent connections take both workers' only slot (L=1). A request on a
-    third connection is not accepted by anyone until a slot frees, while the
-    probe port answers at once; a silent connection is closed after
-    FIRST_REQUEST_TIMEOUT_S, and the waiting request is then served.
+    A silent connection and one that sent half a request header take both
+    workers' only slot (L=1). A request on a third connection is not accepted
+    by anyone until a slot frees, while the probe port answers at once; both
+    are closed after FIRST_REQUEST_TIMEOUT_S, and the waiting request is then
+    served.
     """
     app_port, probe_port = small_stack.ports["gunicorn"], small_stack.ports["probes"]
     silent = [socket.create_connection(("127.0.0.1", app_port), timeout=30) for _ in range(2)]
+    silent[1].sendall(b"GET /healthz HTTP/1.1\r\nHost: slu")
     try:
         time.sleep(0.5)  # both accepted, one by each worker
         started = time.monotonic()
@@ -231,6 +234,52 @@ def test_a_worker_accepts_only_while_it_has_a_slot_free(small_stack: RunningStac
     finally:
         for sock in silent:
             sock.close()
+
+
+def test_a_request_whose_client_left_holds_its_slot_until_its_handler_ends(
+    small_stack: RunningStack, auth: dict[str, str]
+) -> None:
+    """A client that gives up does not free the slot: its handler still runs.
+
+    Two requests stall on a locked table, one in each worker (L=1), and their
+    clients reset their connections. The handlers still hold a thread and a
+    database connection each, so a third connection waits in the accept queue
+    until the lock is released, and is served then.
+    """
+    app_port = small_stack.ports["gunicorn"]
+    request = (
+        f"GET /api/v1/items/ HTTP/1.1\r\nHost: sluice\r\n"
+        f"Authorization: {auth['Authorization']}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    with items_locked(small_stack.database_url):
+        for _ in range(2):
+            left = socket.create_connection(("127.0.0.1", app_port), timeout=5)
+            left.sendall(request)
+            time.sleep(0.5)  # accepted, its handler waiting for the lock
+            # A reset, as a client that times out and goes away.
+            left.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            left.close()
+        waiting = _ask(app_port, "/healthz", timeout_s=1.0)
+        try:
+            with pytest.raises(TimeoutError):
+                waiting.recv(1)
+        except BaseException:
+            waiting.close()
+            raise
+    with waiting:
+        waiting.settimeout(CLIENT_TIMEOUT_S)
+        answer = waiting.recv(64)
+    assert answer.startswith(b"HTTP/1.1 200"), answer
+
+
+def test_the_probe_port_serves_only_the_probes(small_stack: RunningStack) -> None:
+    """The probe port is ungated and outside nginx's cap: no way around them."""
+    probes = f"http://127.0.0.1:{small_stack.ports['probes']}"
+    with httpx.Client(base_url=probes, timeout=CLIENT_TIMEOUT_S) as client:
+        assert client.get("/healthz").status_code == 200
+        refused = client.get("/api/v1/items/")
+    assert refused.status_code == 404
+    assert refused.json()["reason"] == "not_found"
 
 
 def test_statement_timeout_answers_503_and_the_stack_recovers(
