@@ -7,13 +7,10 @@ anything that can reach the port.
 
 from __future__ import annotations
 
-import json
-
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-_BODY = json.dumps(
-    {"detail": "This port serves /healthz and /readyz only.", "reason": "not_found"}
-).encode()
+from service.error_handlers import error_response
+from service.errors import NotFound
 
 
 class ProbePortOnly:
@@ -23,6 +20,10 @@ class ProbePortOnly:
         self.app = app
         self.probe_port = probe_port
         self.probe_paths = probe_paths
+        # NotFound is not retryable, so no Retry-After is sent.
+        self._not_here = error_response(
+            NotFound("This port serves /healthz and /readyz only."), retry_after_s=1
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         server = scope.get("server")
@@ -34,6 +35,4 @@ class ProbePortOnly:
         ):
             await self.app(scope, receive, send)
             return
-        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(_BODY))]
-        await send({"type": "http.response.start", "status": 404, "headers": headers})
-        await send({"type": "http.response.body", "body": _BODY})
+        await self._not_here(scope, receive, send)

@@ -71,11 +71,7 @@ class SluiceHttpProtocol(HttpToolsProtocol):
         if gate is None:
             super()._start_asgi_task(cycle, app)
             return
-        if self._holds_accept_slot:
-            self._holds_accept_slot = False
-            if self._first_request_timer is not None:
-                self._first_request_timer.cancel()
-        else:
+        if not self._end_first_request_wait():
             gate.occupy()
 
         async def holding_a_slot(
@@ -89,12 +85,18 @@ class SluiceHttpProtocol(HttpToolsProtocol):
         super()._start_asgi_task(cycle, holding_a_slot)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._holds_accept_slot and self.gate is not None:
-            self._holds_accept_slot = False
-            if self._first_request_timer is not None:
-                self._first_request_timer.cancel()
+        if self._end_first_request_wait() and self.gate is not None:
             self.gate.free()
         super().connection_lost(exc)
+
+    def _end_first_request_wait(self) -> bool:
+        """Stop the first-request timer; whether this connection still held the accept's slot."""
+        if not self._holds_accept_slot:
+            return False
+        self._holds_accept_slot = False
+        if self._first_request_timer is not None:
+            self._first_request_timer.cancel()
+        return True
 
     def shutdown(self) -> None:
         self.draining = True
