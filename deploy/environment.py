@@ -62,6 +62,7 @@ def stack_environment(layout: Layout, base: Mapping[str, str] | None = None) -> 
             "NGINX_PID_FILE": str(layout.state / "nginx.pid"),
             "NGINX_LOG_DIR": str(layout.logs),
             "NGINX_STATE_DIR": str(layout.nginx_tmp),
+            "NGINX_NJS_DIR": str(ROOT / "nginx" / "njs"),
             "PGBOUNCER_LISTEN_ADDR": "127.0.0.1",
             "PGBOUNCER_LISTEN_PORT": str(p["pgbouncer"]),
             "PGBOUNCER_SERVER_HOST": "127.0.0.1",

@@ -17,7 +17,7 @@ _settings = get_settings()
 _limits = _settings.limits
 
 # The app port (accepting only while a worker has a slot free) and the probe
-# port (always accepting), service/accept_gate.py.
+# port (always accepting), service/server/gate.py.
 bind = [
     f"{_settings.bind_host}:{_settings.bind_port}",
     f"{_settings.bind_host}:{_settings.probe_port}",
@@ -26,7 +26,7 @@ workers = _limits.workers
 # Uvicorn's worker, except that it accepts on the app port only into a free
 # slot, and stopping never cuts an idle keep-alive connection a client may be
 # reusing (a reload would answer 502).
-worker_class = "service.worker.SluiceUvicornWorker"
+worker_class = "service.server.worker.SluiceUvicornWorker"
 # The kernel accept queue in front of the workers: bounded, and measured by
 # the master (sluice_listen_backlog).
 backlog = _limits.backlog
@@ -54,7 +54,7 @@ def on_starting(server: Any) -> None:
 
 
 def when_ready(server: Any) -> None:
-    from service.metrics_server import start_metrics_server
+    from service.server.metrics_server import start_metrics_server
 
     start_metrics_server(
         host=_settings.metrics_host,

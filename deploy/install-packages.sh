@@ -8,6 +8,7 @@ declare -A need=(
   [postgresql]=/usr/lib/postgresql
   [pgbouncer]=/usr/sbin/pgbouncer
   [nginx-light]=/usr/sbin/nginx
+  [libnginx-mod-http-js]=/usr/lib/nginx/modules/ngx_http_js_module.so
   [gettext-base]=/usr/bin/envsubst
   [prometheus]=/usr/bin/prometheus
   [prometheus-postgres-exporter]=/usr/bin/prometheus-postgres-exporter

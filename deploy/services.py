@@ -110,6 +110,8 @@ def services(
                 [*nginx, "-g", "daemon off;"],
                 url=layout.url("nginx", "/healthz"),
                 method="GET",
+                # nginx/njs/sluice.js checks tokens with the app's key and algorithm.
+                envvars=_nginx_environment(env),
                 timeout=START_TIMEOUT_S,
                 stop_signal=signal.SIGQUIT,  # graceful: finish in-flight requests
                 stdout=log("nginx"),
@@ -120,6 +122,11 @@ def services(
     ]
     extra = observability.executors(layout, env, log=log)
     return path + [Service(name, executor) for name, executor in extra]
+
+
+def _nginx_environment(env: Mapping[str, str]) -> dict[str, str]:
+    keep = ("PATH", "SLUICE_SECRET_KEY", "SLUICE_JWT_ALGORITHM")
+    return {key: env[key] for key in keep if key in env}
 
 
 def _migrate(layout: Layout, env: Mapping[str, str]) -> None:

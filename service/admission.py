@@ -1,26 +1,80 @@
-"""Admission control: at most L requests in flight per worker, Q waiting for at most T.
+"""Admission control: the worker's L request slots, one owner, and what may wait for them.
 
 A pure ASGI middleware, so a refusal costs one small response and never
-touches the threadpool or the database. Requests that already spent their
-whole deadline in the queues in front of the worker (nginx's X-Request-Start)
-are refused at once: their client has most likely given up.
+touches the threadpool or the database.
+
+`AdmissionController` is the only thing that counts the worker's slots. Two
+paths lead to one:
+
+- nginx's connections reach the worker through the accept gate
+  (service/server/gate.py), which takes a connection from the kernel's accept
+  queue only when it can `reserve()` a slot for it, so every request nginx
+  lets through either runs at once or waits in that queue, where it costs
+  nothing. The connection hands its reservation to its first request
+  (`RESERVATION`, set by the gate around the code that starts the request).
+- Everything else (a second request on a kept-alive connection, a direct
+  caller) `acquire()`s a slot and may wait in a bounded queue: at most Q, at
+  most T, refused at once when the wait it can expect already exceeds T.
+
+Before a request starts, its sojourn (time since nginx received it,
+`X-Request-Start`) decides whether it is still worth running
+(`SojournPolicy`): one that can no longer finish within the latency target
+is refused, and so is one behind a standing queue, CoDel's signal (Nichols
+and Jacobson, 2012): when even the quickest request of a whole interval
+waited longer than the wait budget T, the queue is not a burst draining but
+a backlog, and requests that waited longer than T are shed until one gets
+through within it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from contextvars import ContextVar
 from typing import Literal
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service import metrics
+from service.error_handlers import error_response
+from service.errors import Overloaded
 
 Discipline = Literal["fifo", "lifo"]
+
+
+class Reservation:
+    """A slot the accept gate took for a connection, until its first request claims it."""
+
+    __slots__ = ("_controller", "claimed", "ended")
+
+    def __init__(self, controller: AdmissionController) -> None:
+        self._controller = controller
+        self.claimed = False
+        self.ended = False
+
+    def claim(self) -> bool:
+        """The first request takes the slot over; later ones (keep-alive) get False."""
+        if self.claimed or self.ended:
+            return False
+        self.claimed = True
+        return True
+
+    def end(self) -> None:
+        """The connection is gone: a slot it never handed to a request is given back."""
+        if self.ended:
+            return
+        self.ended = True
+        if not self.claimed:
+            self._controller.release()
+
+
+# The reservation of the connection a request arrived on. The gate sets it
+# while uvicorn parses that connection's bytes, which is when uvicorn creates
+# the request's task, and a task copies the context it is created in.
+RESERVATION: ContextVar[Reservation | None] = ContextVar("sluice_reservation", default=None)
 
 
 class AdmissionController:
@@ -43,9 +97,12 @@ class AdmissionController:
         self.max_in_flight = max_in_flight
         self.queue_length = queue_length
         self.discipline = discipline
+        # Slots held: by running requests and by connections not yet started.
         self.in_flight = 0
         self.mean_hold_s: float | None = None
         self._waiters: deque[asyncio.Future[None]] = deque()
+        # Called whenever a slot may have freed (the accept gate re-arms).
+        self.on_release: Callable[[], None] | None = None
         metrics.ADMISSION_LIMIT.labels("in_flight").set(max_in_flight)
         metrics.ADMISSION_LIMIT.labels("queue").set(queue_length)
 
@@ -53,10 +110,25 @@ class AdmissionController:
     def queued(self) -> int:
         return len(self._waiters)
 
+    @property
+    def has_room(self) -> bool:
+        """A slot is free and nobody queues for it."""
+        return self.in_flight < self.max_in_flight and not self._waiters
+
+    def reserve(self) -> Reservation | None:
+        """A slot for a connection about to be accepted, or None when there is none."""
+        if not self.has_room:
+            return None
+        self.in_flight += 1
+        self._publish()
+        return Reservation(self)
+
     async def acquire(self, timeout: float) -> str | None:
         """Take a slot; return None when admitted or the reason for refusing."""
-        if self.in_flight < self.max_in_flight and not self._waiters:
-            self._admit(0.0)
+        if self.has_room:
+            self.in_flight += 1
+            metrics.ADMISSION_WAIT.observe(0.0)
+            self._publish()
             return None
         if len(self._waiters) >= self.queue_length or timeout <= 0:
             return "queue_full"
@@ -106,21 +178,69 @@ class AdmissionController:
                 return
         self.in_flight -= 1
         self._publish()
-
-    def _admit(self, waited: float) -> None:
-        self.in_flight += 1
-        metrics.ADMISSION_WAIT.observe(waited)
-        self._publish()
+        if self.on_release is not None:
+            self.on_release()
 
     def _forget(self, waiter: asyncio.Future[None]) -> None:
         waiter.cancel()
         with contextlib.suppress(ValueError):
             self._waiters.remove(waiter)
         self._publish()
+        if self.on_release is not None and self.has_room:
+            self.on_release()
 
     def _publish(self) -> None:
         metrics.IN_FLIGHT.set(self.in_flight)
         metrics.QUEUE_DEPTH.set(len(self._waiters))
+
+
+class SojournPolicy:
+    """Whether a request that waited `sojourn` seconds before its slot should still run.
+
+    Two rules, both about time already spent:
+
+    - **late**: its wait alone has used up the latency target, so it cannot
+      be answered in time whatever it costs: refuse it now rather than spend
+      a slot on an answer that is late already. (A prediction from the mean
+      hold time would refuse a fresh request whenever slow endpoints, such as
+      password hashing, raise the mean: only time already spent is certain.)
+    - **standing queue** (CoDel): the smallest sojourn seen over the last
+      `interval_s` exceeded the wait budget T, so the queue has not drained
+      within T for a whole interval. While it stands, requests that waited
+      longer than T are refused; the first one within T ends it.
+
+    Bursts that drain within the budget are never touched, so below capacity
+    nothing is refused; only a backlog the machine cannot work off is.
+    """
+
+    def __init__(self, *, target_s: float, budget_s: float, interval_s: float) -> None:
+        self.target_s = target_s
+        self.budget_s = budget_s
+        self.interval_s = interval_s
+        self.standing = False
+        self._interval_end: float | None = None
+        self._interval_min = float("inf")
+
+    def refuse(self, sojourn: float, *, now: float) -> str | None:
+        """The reason to refuse this request, or None to run it."""
+        self._observe(sojourn, now)
+        if sojourn >= self.target_s:
+            return "late"
+        if self.standing and sojourn > self.budget_s:
+            return "standing_queue"
+        return None
+
+    def _observe(self, sojourn: float, now: float) -> None:
+        if sojourn <= self.budget_s:
+            self.standing = False
+        self._interval_min = min(self._interval_min, sojourn)
+        if self._interval_end is None:
+            self._interval_end = now + self.interval_s
+        elif now >= self._interval_end:
+            self.standing = self._interval_min > self.budget_s
+            self._interval_min = sojourn
+            self._interval_end = now + self.interval_s
+        metrics.STANDING_QUEUE.set(1 if self.standing else 0)
 
 
 def request_queue_time(headers: Iterable[tuple[bytes, bytes]], now: float) -> float | None:
@@ -143,6 +263,7 @@ class AdmissionMiddleware:
         app: ASGIApp,
         *,
         controller: AdmissionController,
+        sojourn: SojournPolicy,
         queue_wait_s: float,
         deadline_s: float,
         retry_after_s: int,
@@ -150,25 +271,45 @@ class AdmissionMiddleware:
     ) -> None:
         self.app = app
         self.controller = controller
+        self.sojourn = sojourn
         self.queue_wait_s = queue_wait_s
         self.deadline_s = deadline_s
-        self.retry_after = str(retry_after_s).encode()
+        self.retry_after_s = retry_after_s
         self.bypass_paths = bypass_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in self.bypass_paths:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        reservation = RESERVATION.get()
+        reserved = reservation is not None and reservation.claim()
+        if scope["path"] in self.bypass_paths:
+            if reserved:
+                self.controller.release()
+            await self.app(scope, receive, send)
+            return
+        arrived = time.monotonic()
         queued = request_queue_time(scope["headers"], time.time())
         if queued is not None:
             metrics.REQUEST_QUEUE_TIME.observe(queued)
         remaining = self.deadline_s - (queued or 0.0)
         if remaining <= 0:
-            await self._refuse(send, "deadline_expired_upstream")
-            return
-        reason = await self.controller.acquire(min(self.queue_wait_s, remaining))
+            reason: str | None = "deadline_expired_upstream"
+        elif reserved:
+            reason = None
+        else:
+            reason = await self.controller.acquire(min(self.queue_wait_s, remaining))
+        if reason is None:
+            waited = (queued or 0.0) + (time.monotonic() - arrived)
+            reason = self.sojourn.refuse(waited, now=time.monotonic())
+            if reason is not None:
+                self.controller.release()
+        elif reserved:
+            self.controller.release()
         if reason is not None:
-            await self._refuse(send, reason)
+            metrics.SHED.labels("app", reason).inc()
+            response = error_response(Overloaded(reason=reason), retry_after_s=self.retry_after_s)
+            await response(scope, receive, send)
             return
         metrics.ADMITTED.inc()
         # The remaining deadline travels with the request to bound its SQL.
@@ -179,25 +320,3 @@ class AdmissionMiddleware:
         finally:
             self.controller.record_hold(time.perf_counter() - started)
             self.controller.release()
-
-    async def _refuse(self, send: Send, reason: str) -> None:
-        metrics.SHED.labels("app", reason).inc()
-        body = json.dumps(
-            {
-                "detail": "Service overloaded; the request was not applied. "
-                "Retry after the Retry-After delay.",
-                "reason": reason,
-            }
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 503,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"retry-after", self.retry_after),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})

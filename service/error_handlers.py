@@ -8,6 +8,7 @@ bare 500 or leaks a stack trace or SQL.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -47,14 +48,20 @@ _PGBOUNCER_TRANSIENT = (
 )
 
 
-def error_response(error: SluiceError, *, retry_after_s: int) -> JSONResponse:
-    headers = {}
+def error_response(
+    error: SluiceError, *, retry_after_s: int, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    """Every refusal and error the app answers: `{"detail", "reason"}`, Retry-After if retryable.
+
+    An ASGI app too, so the middlewares (admission, the probe port) send it as it is.
+    """
+    merged = dict(headers or {})
     if error.retryable:
-        headers["Retry-After"] = str(retry_after_s)
+        merged["Retry-After"] = str(retry_after_s)
     return JSONResponse(
         {"detail": error.detail, "reason": error.reason},
         status_code=error.status_code,
-        headers=headers,
+        headers=merged,
     )
 
 
@@ -98,11 +105,9 @@ def install(app: FastAPI, *, retry_after_s: int) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse(
-            {"detail": exc.detail, "reason": _reason_for(exc.status_code)},
-            status_code=exc.status_code,
-            headers=exc.headers,
-        )
+        error = SluiceError(str(exc.detail), reason=_reason_for(exc.status_code))
+        error.status_code = exc.status_code
+        return error_response(error, retry_after_s=retry_after_s, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -51,6 +51,15 @@ class IdempotencyMismatch(SluiceError):
     )
 
 
+class NotReady(SluiceError):
+    """/readyz: this process should not get new traffic now (draining, no database)."""
+
+    status_code = 503
+    reason = "not_ready"
+    detail = "Not ready to take traffic."
+    retryable = True
+
+
 class Overloaded(SluiceError):
     """503 + Retry-After: not applied, safe to retry. `layer` says who refused.
 

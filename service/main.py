@@ -10,11 +10,11 @@ import anyio.to_thread
 from fastapi import FastAPI
 
 from service import error_handlers
-from service.admission import AdmissionController, AdmissionMiddleware
+from service.admission import AdmissionController, AdmissionMiddleware, SojournPolicy
 from service.api.routes import health, items, login, users
 from service.db import DatabaseLiveness, create_db_engine, create_session_factory
-from service.probe_port import ProbePortOnly
 from service.request_metrics import RequestMetricsMiddleware
+from service.server.probe_port import ProbePortOnly
 from service.settings import Settings, get_settings
 
 API_PREFIX = "/api/v1"
@@ -64,6 +64,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_middleware(
             AdmissionMiddleware,
             controller=app.state.admission,
+            sojourn=SojournPolicy(
+                target_s=settings.target_latency_ms / 1000,
+                budget_s=limits.queue_wait_ms / 1000,
+                interval_s=limits.standing_interval_ms / 1000,
+            ),
             queue_wait_s=limits.queue_wait_ms / 1000,
             deadline_s=limits.request_deadline_ms / 1000,
             retry_after_s=settings.retry_after_s,
@@ -71,7 +76,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     # Outside admission, so its refusals are counted and timed too.
     app.add_middleware(RequestMetricsMiddleware)
-    app.add_middleware(ProbePortOnly, probe_port=settings.probe_port, probe_paths=UNADMITTED_PATHS)
+    app.add_middleware(
+        ProbePortOnly,
+        probe_port=settings.probe_port,
+        probe_paths=UNADMITTED_PATHS,
+        retry_after_s=settings.retry_after_s,
+    )
     logging.getLogger("sluice").setLevel(settings.log_level.upper())
     return app
 

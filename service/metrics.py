@@ -30,7 +30,7 @@ REQUEST_QUEUE_TIME = Histogram(
 )
 IN_FLIGHT = Gauge(
     "sluice_admission_in_flight",
-    "Requests admitted and running, per worker.",
+    "Request slots held (running requests and accepted connections not yet started).",
     multiprocess_mode="livesum",
 )
 QUEUE_DEPTH = Gauge(
@@ -43,6 +43,12 @@ ADMISSION_LIMIT = Gauge(
     "Admission limits per worker summed over live workers (kind: in_flight or queue).",
     ["kind"],
     multiprocess_mode="livesum",
+)
+STANDING_QUEUE = Gauge(
+    "sluice_admission_standing_queue",
+    "1 while a worker sees a standing queue (every request of an interval waited longer "
+    "than the wait budget) and sheds what waited longer; 0 otherwise.",
+    multiprocess_mode="livemax",
 )
 ADMISSION_WAIT = Histogram(
     "sluice_admission_wait_seconds",

@@ -130,6 +130,7 @@ class Settings(BaseSettings):
     max_in_flight: int | None = Field(default=None, ge=1)
     queue_length: int | None = Field(default=None, ge=0)
     queue_wait_ms: int | None = Field(default=None, ge=1)
+    standing_interval_ms: int | None = Field(default=None, ge=1)
     db_max_overflow: int | None = Field(default=None, ge=0)
     db_pool_timeout_s: float | None = Field(default=None, gt=0)
     backlog: int | None = Field(default=None, ge=1)
@@ -140,6 +141,7 @@ class Settings(BaseSettings):
     nginx_rate_per_client: int | None = Field(default=None, ge=1)
     nginx_burst_per_client: int | None = Field(default=None, ge=0)
     nginx_max_conns: int | None = Field(default=None, ge=1)
+    nginx_slots: int | None = Field(default=None, ge=1)
     nginx_max_conns_per_client: int | None = Field(default=None, ge=1)
     nginx_proxy_read_timeout: int | None = Field(default=None, ge=1)
 

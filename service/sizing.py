@@ -50,6 +50,7 @@ class Sizing:
     max_in_flight: int
     queue_length: int  # Q, per worker
     queue_wait_ms: int  # T
+    standing_interval_ms: int
     request_deadline_ms: int
     db_max_overflow: int  # per worker
     db_pool_timeout_s: float
@@ -60,7 +61,8 @@ class Sizing:
     postgres_max_connections: int
     nginx_rate_per_client: int  # requests per second (the template adds "r/s")
     nginx_burst_per_client: int
-    nginx_max_conns: int
+    nginx_max_conns: int  # slots + waiting room
+    nginx_slots: int  # per-client limits apply beyond this many requests in progress
     nginx_max_conns_per_client: int
     nginx_proxy_read_timeout: int  # seconds (the template adds "s")
 
@@ -126,17 +128,20 @@ def derive(inputs: SizingInputs) -> Sizing:
     pgbouncer_pool = max(1, min(inputs.db_connection_budget, app_processes * per_process_clients))
     pgbouncer_clients = app_processes * per_process_clients + PGBOUNCER_ADMIN_CLIENTS
     capacity_rps = app_processes * max_in_flight * 1000 / inputs.service_time_ms
-    # nginx is the cheapest place to say no, and the app's refusals cost its
-    # event loop CPU that admitted requests need. So nginx lets through exactly
-    # what the workers can run, L each, and refuses the rest in well under a
-    # millisecond. A worker accepts a connection only while it has a slot free
-    # (service/accept_gate.py), so what nginx lets through never waits in a
-    # busy worker while another has room; every connection beyond the slots
-    # would only wait, and under overload each one adds a slot's hold time to
-    # the admitted tail. The admission queue absorbs what nginx cannot see:
-    # requests on kept-alive connections of other clients, several nginx
-    # replicas. Measured in docs/benchmark.md ("The nginx cap").
-    nginx_max_conns = app_processes * max_in_flight
+    # nginx lets through the slots plus a waiting room: what the slots drain
+    # within the wait budget T (Q per worker, by Little's law as above). A
+    # worker accepts a connection only into a free slot
+    # (service/server/gate.py), so the waiting room is the kernel's accept
+    # queue, shared by every worker and costing no CPU; without it a burst
+    # that found the slots busy was refused even at a quarter of the
+    # machine's capacity (Erlang's loss formula; docs/benchmark.md). Beyond
+    # the room nginx refuses at once, in well under a millisecond, and what
+    # waits longer than the room's budget after all (a slower machine, a
+    # slow database) is shed by the workers (service/admission.py,
+    # SojournPolicy), so the waiting room's time bound follows the machine
+    # even though its size is fixed here.
+    slots = app_processes * max_in_flight
+    nginx_max_conns = slots + app_processes * queue_length
     deadline_s = math.ceil(inputs.request_deadline_ms / 1000)
 
     return Sizing(
@@ -144,10 +149,14 @@ def derive(inputs: SizingInputs) -> Sizing:
         max_in_flight=max_in_flight,
         queue_length=queue_length,
         queue_wait_ms=queue_wait_ms,
+        # How long a queue must stand above T before it is called a backlog
+        # rather than a burst (CoDel's interval).
+        standing_interval_ms=4 * queue_wait_ms,
         request_deadline_ms=inputs.request_deadline_ms,
         db_max_overflow=db_max_overflow,
         db_pool_timeout_s=max(0.1, queue_wait_ms / 1000),
-        backlog=max(64, workers * (max_in_flight + queue_length)),
+        # All of the waiting room may be in one replica's accept queue.
+        backlog=max(64, nginx_max_conns),
         pgbouncer_default_pool_size=pgbouncer_pool,
         pgbouncer_max_client_conn=pgbouncer_clients,
         # Admission keeps checkouts within the server pool, so a PgBouncer wait
@@ -157,10 +166,11 @@ def derive(inputs: SizingInputs) -> Sizing:
         nginx_rate_per_client=max(1, int(capacity_rps)),
         nginx_burst_per_client=max(1, int(capacity_rps / 2)),
         nginx_max_conns=nginx_max_conns,
-        # nginx counts a request against the cap once its header is in, while
-        # it still reads the body: one client stalling its bodies (or simply
-        # sending many at once) must not hold the whole cap.
-        nginx_max_conns_per_client=max(1, nginx_max_conns // 2),
+        # Per-client limits apply only while more requests are in progress
+        # than there are slots (the stack is saturated and others wait): then
+        # one client may keep every slot busy, never the waiting room too.
+        nginx_slots=slots,
+        nginx_max_conns_per_client=slots,
         nginx_proxy_read_timeout=deadline_s + 1,
     )
 

@@ -22,7 +22,7 @@ import httpx
 import psycopg2
 import pytest
 
-from service.accept_gate import FIRST_REQUEST_TIMEOUT_S
+from service.server.gate import FIRST_REQUEST_TIMEOUT_S
 from tests.api import Api
 from tests.stackctl import RunningStack, local_stack
 
@@ -90,31 +90,45 @@ def _send(client: httpx.Client, method: str, path: str, **kwargs: object) -> Out
     return Outcome(response.status_code, elapsed, response.headers, body)
 
 
-def _burst(stack: RunningStack, calls: list[tuple[str, str, dict[str, object]]]) -> list[Outcome]:
-    limits = httpx.Limits(max_connections=len(calls), max_keepalive_connections=0)
-    with (
-        httpx.Client(base_url=stack.url, timeout=CLIENT_TIMEOUT_S, limits=limits) as client,
-        ThreadPoolExecutor(max_workers=len(calls)) as pool,
-    ):
+Call = tuple[str, str, dict[str, object]]
+
+
+def _burst(stack: RunningStack, calls: list[Call]) -> list[Outcome]:
+    with contextlib.ExitStack() as clients:
+        return _burst_with(_clients(stack, len(calls), clients), calls)
+
+
+def _clients(stack: RunningStack, count: int, stack_of: contextlib.ExitStack) -> list[httpx.Client]:
+    """A client (and so a connection) per call: an httpx client is not shared across threads."""
+    return [
+        stack_of.enter_context(httpx.Client(base_url=stack.url, timeout=CLIENT_TIMEOUT_S))
+        for _ in range(count)
+    ]
+
+
+def _burst_with(clients: list[httpx.Client], calls: list[Call]) -> list[Outcome]:
+    """Every call at once, each on its own client."""
+    with ThreadPoolExecutor(max_workers=len(calls)) as pool:
         start = threading.Barrier(len(calls))
 
-        def one(call: tuple[str, str, dict[str, object]]) -> Outcome:
+        def one(client: httpx.Client, call: Call) -> Outcome:
             start.wait()
             return _send(client, call[0], call[1], **call[2])
 
-        return list(pool.map(one, calls))
+        return list(pool.map(one, clients, calls))
 
 
-def _burst_during_lock(
-    stack: RunningStack, calls: list[tuple[str, str, dict[str, object]]], hold_s: float
-) -> list[Outcome]:
+def _burst_during_lock(stack: RunningStack, calls: list[Call], hold_s: float) -> list[Outcome]:
     """Fire the burst while `items` is locked; release the lock after `hold_s`."""
     result: list[Outcome] = []
-    with items_locked(stack.database_url):
-        worker = threading.Thread(target=lambda: result.extend(_burst(stack, calls)))
-        worker.start()
-        time.sleep(hold_s)
-    worker.join(timeout=CLIENT_TIMEOUT_S * 2)
+    with contextlib.ExitStack() as resources:
+        # Made before the lock: building 40 clients takes a while.
+        clients = _clients(stack, len(calls), resources)
+        with items_locked(stack.database_url):
+            worker = threading.Thread(target=lambda: result.extend(_burst_with(clients, calls)))
+            worker.start()
+            time.sleep(hold_s)
+        worker.join(timeout=CLIENT_TIMEOUT_S * 2)
     assert not worker.is_alive(), "a client hung"
     return result
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from service.metrics_server import ListenBacklogCollector, effective_backlog, listen_queue
+from service.server.metrics_server import ListenBacklogCollector, effective_backlog, listen_queue
 
 HEADER = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt\n"
 # Port 8000 (0x1F40) listening with 3 connections waiting to be accepted.

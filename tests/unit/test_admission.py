@@ -7,7 +7,7 @@ import time
 
 from fastapi.testclient import TestClient
 
-from service.admission import AdmissionController, request_queue_time
+from service.admission import AdmissionController, SojournPolicy, request_queue_time
 
 
 def _run(coro: object) -> object:
@@ -133,3 +133,68 @@ def test_a_wait_that_cannot_end_in_time_is_refused_at_once() -> None:
     assert admitted is None
     assert refused == "queue_wait_predicted"
     assert elapsed < 0.05
+
+
+def test_a_request_that_can_no_longer_finish_in_time_is_refused_before_it_runs(
+    client: TestClient,
+) -> None:
+    """Waited 1 s in front of the worker against a 250 ms target: refused, not run."""
+    late = f"t={time.time() - 1:.3f}"
+    response = client.get("/api/v1/items/", headers={"X-Request-Start": late})
+    assert response.status_code == 503
+    assert response.json()["reason"] == "late"
+    assert response.headers["retry-after"] == "1"
+
+
+def test_a_reservation_is_a_slot_until_claimed_or_ended() -> None:
+    async def scenario() -> list[object]:
+        controller = AdmissionController(max_in_flight=2, queue_length=1)
+        freed: list[int] = []
+        controller.on_release = lambda: freed.append(controller.in_flight)
+        first, second = controller.reserve(), controller.reserve()
+        assert first is not None and second is not None
+        full = controller.reserve()  # both slots held by connections
+        queued = asyncio.ensure_future(controller.acquire(1.0))
+        await asyncio.sleep(0)
+        assert controller.queued == 1 and not controller.has_room
+        assert first.claim() and not first.claim()  # the first request takes it, once
+        second.end()  # a connection that sent nothing: its slot goes to the waiter
+        got = await queued
+        first.end()  # claimed: ending the connection gives nothing back
+        return [full, got, controller.in_flight, freed]
+
+    assert _run(scenario()) == [None, None, 2, []]
+
+
+def test_bursts_that_drain_within_the_budget_are_never_shed() -> None:
+    policy = SojournPolicy(target_s=0.25, budget_s=0.125, interval_s=0.5)
+    now = 100.0
+    verdicts = []
+    for i in range(200):  # 4 s of a queue that keeps dipping back under T
+        sojourn = 0.2 if i % 10 else 0.01
+        verdicts.append(policy.refuse(sojourn, now=now))
+        now += 0.02
+    assert verdicts == [None] * 200
+
+
+def test_a_standing_queue_is_shed_down_to_the_budget() -> None:
+    """Every request of an interval waited over T: shed what waited over T, until one did not."""
+    policy = SojournPolicy(target_s=0.25, budget_s=0.125, interval_s=0.5)
+    now = 100.0
+    verdicts = []
+    for _ in range(60):  # 1.2 s in which every request waited 150 ms
+        verdicts.append(policy.refuse(0.15, now=now))
+        now += 0.02
+    # The first interval only observes; from the next one on, the queue stands.
+    assert verdicts[:25] == [None] * 25
+    assert "standing_queue" in verdicts[26:]
+    assert policy.refuse(0.05, now=now) is None  # within T: it ends
+    assert policy.refuse(0.15, now=now + 0.01) is None
+    assert policy.refuse(0.3, now=now + 0.02) == "late"
+
+
+def test_only_time_already_spent_makes_a_request_late() -> None:
+    policy = SojournPolicy(target_s=0.25, budget_s=0.125, interval_s=0.5)
+    assert policy.refuse(0.0, now=1.0) is None  # however slow recent requests were
+    assert policy.refuse(0.24, now=1.1) is None
+    assert policy.refuse(0.25, now=1.2) == "late"

@@ -19,9 +19,11 @@ def test_derived_limits_always_hold_the_chain(cores: int, budget: int, replicas:
     assert s.pgbouncer_default_pool_size <= s.postgres_max_connections - 3
     assert s.queue_wait_ms < s.request_deadline_ms
     assert s.nginx_proxy_read_timeout * 1000 > s.request_deadline_ms
-    # nginx lets exactly every slot be filled: the workers accept only into a
-    # free slot, so more would only wait (service/accept_gate.py).
-    assert s.nginx_max_conns == processes * s.max_in_flight
+    # nginx lets every slot be filled and the waiting room behind them; the
+    # kernel's accept queue must hold all of that room.
+    assert s.nginx_slots == processes * s.max_in_flight
+    assert s.nginx_max_conns == s.nginx_slots + processes * s.queue_length
+    assert s.backlog >= s.nginx_max_conns - s.nginx_slots
     assert 1 <= s.nginx_max_conns_per_client <= s.nginx_max_conns
 
 
@@ -38,16 +40,17 @@ def test_in_flight_is_what_a_worker_can_use_within_the_connection_budget() -> No
     assert roomy.max_in_flight == 10
 
 
-def test_nginx_refuses_what_the_workers_cannot_start_now() -> None:
-    # 2 workers x L 2: nginx admits the 4 slots, so the excess is refused by
-    # nginx, not queued in the app (docs/benchmark.md, "The nginx cap").
+def test_nginx_lets_through_the_slots_and_a_waiting_room_that_drains_within_t() -> None:
+    # 2 workers x L 2 = 4 slots; each worker's slots drain Q = 2 x 125 / 50 = 5
+    # requests within T, so 10 may wait in the accept queue: nginx admits 14
+    # and refuses the rest itself (docs/sizing.md).
     s = derive(SizingInputs(cpu_cores=2, db_connection_budget=8))
-    assert s.nginx_max_conns == 4
-    # One client (a token, or an address without one) holds at most half of it.
-    assert s.nginx_max_conns_per_client == 2
-    # Across replicas: every replica's slots.
+    assert (s.nginx_slots, s.nginx_max_conns) == (4, 14)
+    # While saturated, one client may keep every slot busy but not the room too.
+    assert s.nginx_max_conns_per_client == 4
+    # Across replicas: every replica's slots and room.
     three = derive(SizingInputs(cpu_cores=2, db_connection_budget=40, replicas=3))
-    assert three.nginx_max_conns == 3 * three.workers * three.max_in_flight
+    assert three.nginx_max_conns == 3 * three.workers * (three.max_in_flight + three.queue_length)
 
 
 def test_cpu_share_outside_its_range_is_refused() -> None:
@@ -91,7 +94,7 @@ def test_startup_check_refuses_a_per_client_cap_above_the_global_one() -> None:
     with pytest.raises(ValidationError) as info:
         Settings(cpu_cores=2, nginx_max_conns=1, environment="test")
     message = str(info.value)
-    assert "per-client cap (2) exceeds its global cap (1)" in message
+    assert "per-client cap (4) exceeds its global cap (1)" in message
     assert "NGINX_MAX_CONNS_PER_CLIENT" in message
 
 

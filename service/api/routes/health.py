@@ -14,11 +14,12 @@ from typing import Any
 import anyio
 import anyio.to_thread
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from service import lifecycle
+from service.error_handlers import error_response
+from service.errors import NotReady
+from service.server import lifecycle
 
 router = APIRouter(tags=["health"])
 
@@ -44,12 +45,16 @@ async def readyz(request: Request) -> Any:
     state = request.app.state
     retry_after_s: int = state.settings.retry_after_s
     if lifecycle.draining.is_set():
-        return _not_ready("draining", "This worker is shutting down.", retry_after_s)
+        return error_response(
+            NotReady("This worker is shutting down.", reason="draining"),
+            retry_after_s=retry_after_s,
+        )
     if not state.db_liveness.answered_within(RECENT_SUCCESS_S) and not (
         await anyio.to_thread.run_sync(_database_answers, state.engine, limiter=_readiness_thread)
     ):
-        return _not_ready(
-            "db_unavailable", "The database is not reachable through the pool.", retry_after_s
+        return error_response(
+            NotReady("The database is not reachable through the pool.", reason="db_unavailable"),
+            retry_after_s=retry_after_s,
         )
     return {"status": "ready"}
 
@@ -62,11 +67,3 @@ def _database_answers(engine: Engine) -> bool:
     except SQLAlchemyError:
         return False
     return True
-
-
-def _not_ready(reason: str, detail: str, retry_after_s: int) -> JSONResponse:
-    return JSONResponse(
-        {"detail": detail, "reason": reason},
-        status_code=503,
-        headers={"Retry-After": str(retry_after_s)},
-    )

@@ -4,6 +4,6 @@ from __future__ import annotations
 
 import threading
 
-# Set by the worker (service/worker.py) when it starts to shut down; /readyz
+# Set by the worker (service/server/worker.py) when it starts to shut down; /readyz
 # then answers 503 so a load balancer stops sending it new work.
 draining = threading.Event()

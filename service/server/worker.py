@@ -17,86 +17,36 @@ would send on it next. Stopping also marks the process as draining, which
 /readyz reports.
 
 On the app port the worker accepts a connection only while it has a
-request slot free (service/accept_gate.py); the protocol tells the gate when
-a connection is busy. The probe port is served as Uvicorn serves any port.
+request slot free (service/server/gate.py); the slots belong to the app's
+admission controller (service/admission.py). The probe port is served as
+Uvicorn serves any port.
 """
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from typing import Any, ClassVar
 
 from gunicorn.arbiter import Arbiter
-from uvicorn._types import ASGI3Application, ASGIReceiveCallable, ASGISendCallable, Scope
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn_worker import UvicornWorker
 
-from service import lifecycle
-from service.accept_gate import FIRST_REQUEST_TIMEOUT_S, AcceptGate, GatedServer
+from service.admission import AdmissionController
+from service.server import lifecycle
+from service.server.gate import GatedServer
 from service.settings import get_settings
 
 
 class SluiceHttpProtocol(HttpToolsProtocol):
-    """Uvicorn's httptools protocol, with two changes.
+    """Uvicorn's httptools protocol, except that shutdown never cuts an idle connection.
 
-    Shutdown only stops keep-alive, never cuts an idle connection. And the
-    accept gate learns what holds a slot: a new connection until its first
-    request starts (or it closes), then each request until its handler ends,
-    even if the client left before it (the thread and its database connection
-    are still in use).
+    Stopping only ends keep-alive: a request still arriving is answered with
+    `Connection: close`, and an idle connection is left for its client to
+    close. The two overridden methods are the only private hooks Sluice
+    uses in uvicorn (pinned to the range this was tested on, pyproject.toml).
     """
 
     draining = False
-    gate: AcceptGate | None = None  # set on connections accepted through the gate
-    # The slot the gate counted at accept, until the first request takes it over.
-    _holds_accept_slot = False
-    _first_request_timer: asyncio.TimerHandle | None = None
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        if self.gate is not None:
-            self._holds_accept_slot = True
-            # Uvicorn would wait forever for a first request, silent or half-sent.
-            self._first_request_timer = self.loop.call_later(
-                FIRST_REQUEST_TIMEOUT_S, self._first_request_overdue
-            )
-
-    def _first_request_overdue(self) -> None:
-        if self._holds_accept_slot and not self.transport.is_closing():
-            self.transport.close()
-
-    def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
-        gate = self.gate
-        if gate is None:
-            super()._start_asgi_task(cycle, app)
-            return
-        if not self._end_first_request_wait():
-            gate.occupy()
-
-        async def holding_a_slot(
-            scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
-        ) -> None:
-            try:
-                await app(scope, receive, send)
-            finally:
-                gate.free()
-
-        super()._start_asgi_task(cycle, holding_a_slot)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self._end_first_request_wait() and self.gate is not None:
-            self.gate.free()
-        super().connection_lost(exc)
-
-    def _end_first_request_wait(self) -> bool:
-        """Stop the first-request timer; whether this connection still held the accept's slot."""
-        if not self._holds_accept_slot:
-            return False
-        self._holds_accept_slot = False
-        if self._first_request_timer is not None:
-            self._first_request_timer.cancel()
-        return True
 
     def shutdown(self) -> None:
         self.draining = True
@@ -123,7 +73,7 @@ class SluiceUvicornWorker(UvicornWorker):  # type: ignore[misc]  # uvicorn-worke
         **UvicornWorker.CONFIG_KWARGS,
         "http": f"{__name__}:SluiceHttpProtocol",
         # The app has no WebSocket routes, and an upgraded connection would
-        # leave the HTTP protocol without ever giving its slot back.
+        # hold its accept reservation for as long as it stayed open.
         "ws": "none",
     }
 
@@ -138,9 +88,13 @@ class SluiceUvicornWorker(UvicornWorker):  # type: ignore[misc]  # uvicorn-worke
             await super()._serve()
             return
         self.config.app = self.wsgi
+        # The app's admission controller owns the worker's slots; the gate
+        # accepts only into one of them.
+        controller = self.wsgi.state.admission
+        assert isinstance(controller, AdmissionController)
         server = GatedServer(
             config=self.config,
-            limit=settings.limits.max_in_flight,
+            controller=controller,
             gated_ports=frozenset({settings.bind_port}),
         )
         self._install_sigquit_handler()

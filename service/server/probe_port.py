@@ -1,6 +1,6 @@
 """The probe port answers the probes only.
 
-It is not gated (service/accept_gate.py) and nginx's connection cap does not
+It is not gated (service/server/gate.py) and nginx's connection cap does not
 cover it, so serving the API there would open a way around both bounds for
 anything that can reach the port.
 """
@@ -16,13 +16,14 @@ from service.errors import NotFound
 class ProbePortOnly:
     """Answer 404 on the probe port for every path but the probes."""
 
-    def __init__(self, app: ASGIApp, *, probe_port: int, probe_paths: frozenset[str]) -> None:
+    def __init__(
+        self, app: ASGIApp, *, probe_port: int, probe_paths: frozenset[str], retry_after_s: int
+    ) -> None:
         self.app = app
         self.probe_port = probe_port
         self.probe_paths = probe_paths
-        # NotFound is not retryable, so no Retry-After is sent.
         self._not_here = error_response(
-            NotFound("This port serves /healthz and /readyz only."), retry_after_s=1
+            NotFound("This port serves /healthz and /readyz only."), retry_after_s=retry_after_s
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
