@@ -8,10 +8,12 @@ from contextlib import asynccontextmanager
 
 import anyio.to_thread
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 
 from service import error_handlers
 from service.admission import AdmissionController, AdmissionMiddleware, SojournPolicy
 from service.api.routes import health, items, login, users
+from service.api.routing import OneHopRoute
 from service.db import DatabaseLiveness, create_db_engine, create_session_factory
 from service.request_metrics import RequestMetricsMiddleware
 from service.server.probe_port import ProbePortOnly
@@ -55,9 +57,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         discipline=settings.admission_discipline,
     )
 
+    # Routes added to the app itself run in one hop too (service/api/routing.py).
+    app.router.route_class = OneHopRoute
     app.include_router(health.router)
     for router in (login.router, users.router, items.router):
         app.include_router(router, prefix=API_PREFIX)
+    _check_one_hop(app)
     error_handlers.install(app, retry_after_s=settings.retry_after_s)
 
     if settings.admission_enabled:
@@ -84,6 +89,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     logging.getLogger("sluice").setLevel(settings.log_level.upper())
     return app
+
+
+def _check_one_hop(app: FastAPI) -> None:
+    """A sync endpoint on a plain APIRoute would get a deferred user, not a User: refuse."""
+    plain = [
+        route.path
+        for route in app.routes
+        if isinstance(route, APIRoute) and not isinstance(route, OneHopRoute)
+    ]
+    if plain:
+        raise RuntimeError(
+            f"routes {plain} are not OneHopRoute: create their APIRouter with "
+            "route_class=OneHopRoute (service/api/routing.py)"
+        )
 
 
 def __getattr__(name: str) -> FastAPI:

@@ -35,6 +35,8 @@ class User(Base):
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     is_superuser: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # Kept by triggers on items (migrations/versions/0003): never written by the app.
+    item_count: Mapped[int] = mapped_column(Integer, server_default=text("0"))
 
     items: Mapped[list[Item]] = relationship(
         back_populates="owner", cascade="all, delete-orphan", passive_deletes=True
@@ -45,6 +47,9 @@ class Item(Base):
     __tablename__ = "items"
     # An owner's page in list order (crud.list_items): migrations/versions/0002.
     __table_args__ = (Index("ix_items_owner_created", "owner_id", text("created_at DESC"), "id"),)
+    # Server-set columns come back with the INSERT or UPDATE itself (RETURNING),
+    # not with a SELECT of their own.
+    __mapper_args__ = {"eager_defaults": True}  # noqa: RUF012 - SQLAlchemy reads it as is
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     title: Mapped[str] = mapped_column(String(255))

@@ -31,9 +31,7 @@ from gunicorn.arbiter import Arbiter
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn_worker import UvicornWorker
 
-from service.admission import AdmissionController
 from service.server import lifecycle
-from service.server.gate import GatedServer
 from service.settings import get_settings
 
 
@@ -87,6 +85,13 @@ class SluiceUvicornWorker(UvicornWorker):  # type: ignore[misc]  # uvicorn-worke
         if not settings.admission_enabled:
             await super()._serve()
             return
+        # Imported here, in the worker: Gunicorn's master imports this module to
+        # load the worker class, and the app's metrics must not be created in
+        # the master (their multiprocess files would be its own, and the
+        # directory is made only after that import, in on_starting).
+        from service.admission import AdmissionController
+        from service.server.gate import GatedServer
+
         self.config.app = self.wsgi
         # The app's admission controller owns the worker's slots; the gate
         # accepts only into one of them.

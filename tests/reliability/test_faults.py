@@ -46,7 +46,7 @@ DEADLINE_S = 5.0
 BOUND_S = DEADLINE_S + 1.5
 # Reasons with which the app refuses before doing any database work.
 # nginx's per-client rate limit (429) refuses before the app sees anything.
-ADMISSION_SHED = {"queue_full", "queue_timeout", "queue_wait_predicted"}
+ADMISSION_SHED = {"queue_full", "queue_timeout", "queue_wait_predicted", "late", "standing_queue"}
 # Refusals of a healthy stack that is merely busy.
 OVERLOAD_SHED = ADMISSION_SHED | {
     "connection_limit",  # nginx's cap

@@ -17,11 +17,12 @@ from fastapi import APIRouter, Request
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
+from service.api.routing import OneHopRoute
 from service.error_handlers import error_response
 from service.errors import NotReady
 from service.server import lifecycle
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], route_class=OneHopRoute)
 
 # A statement that succeeded this recently proves the database answers; older
 # than this, the probe asks it. Under 1 s, so an outage shows within a second.

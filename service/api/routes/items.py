@@ -8,6 +8,7 @@ from fastapi.responses import JSONResponse
 
 from service import crud, idempotency, transactions
 from service.api.deps import CurrentUser, SessionDep
+from service.api.routing import OneHopRoute
 from service.schemas import (
     ItemCreate,
     ItemPublic,
@@ -17,7 +18,7 @@ from service.schemas import (
     UnprocessableBody,
 )
 
-router = APIRouter(prefix="/items", tags=["items"])
+router = APIRouter(prefix="/items", tags=["items"], route_class=OneHopRoute)
 
 IdempotencyKey = Annotated[
     str | None,

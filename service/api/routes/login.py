@@ -7,11 +7,12 @@ from fastapi.security import OAuth2PasswordRequestForm
 
 from service import crud
 from service.api.deps import SessionDep, SettingsDep
+from service.api.routing import OneHopRoute
 from service.errors import SluiceError
 from service.schemas import Token
 from service.security import create_access_token
 
-router = APIRouter(tags=["login"])
+router = APIRouter(tags=["login"], route_class=OneHopRoute)
 
 
 class InvalidCredentials(SluiceError):

@@ -4,9 +4,10 @@ from fastapi import APIRouter
 
 from service import crud, transactions
 from service.api.deps import CurrentUser, SessionDep
+from service.api.routing import OneHopRoute
 from service.schemas import UserPublic, UserRegister
 
-router = APIRouter(prefix="/users", tags=["users"])
+router = APIRouter(prefix="/users", tags=["users"], route_class=OneHopRoute)
 
 
 @router.post("/signup", response_model=UserPublic, status_code=201)
