@@ -92,14 +92,21 @@ class AdmissionController:
     EWMA_ALPHA = 0.1
 
     def __init__(
-        self, *, max_in_flight: int, queue_length: int, discipline: Discipline = "fifo"
+        self,
+        *,
+        max_in_flight: int,
+        queue_length: int,
+        discipline: Discipline = "fifo",
+        stall_after_s: float = 0.5,
     ) -> None:
         self.max_in_flight = max_in_flight
         self.queue_length = queue_length
         self.discipline = discipline
+        self.stall_after_s = stall_after_s
         # Slots held: by running requests and by connections not yet started.
         self.in_flight = 0
         self.mean_hold_s: float | None = None
+        self.last_release = time.monotonic()
         self._waiters: deque[asyncio.Future[None]] = deque()
         # Called whenever a slot may have freed (the accept gate re-arms).
         self.on_release: Callable[[], None] | None = None
@@ -114,6 +121,18 @@ class AdmissionController:
     def has_room(self) -> bool:
         """A slot is free and nobody queues for it."""
         return self.in_flight < self.max_in_flight and not self._waiters
+
+    @property
+    def stalled(self) -> bool:
+        """Every slot held, and none given back for `stall_after_s`: nothing is moving.
+
+        Typically a stuck database: what waits for a slot now would wait until
+        the stall ends, so the gate lets it in to be refused at once instead.
+        """
+        return (
+            self.in_flight >= self.max_in_flight
+            and time.monotonic() - self.last_release > self.stall_after_s
+        )
 
     def reserve(self) -> Reservation | None:
         """A slot for a connection about to be accepted, or None when there is none."""
@@ -170,6 +189,7 @@ class AdmissionController:
 
     def release(self) -> None:
         """Free a slot, handing it straight to a waiter if there is one."""
+        self.last_release = time.monotonic()
         while self._waiters:
             waiter = self._waiters.popleft() if self.discipline == "fifo" else self._waiters.pop()
             if not waiter.done():
@@ -297,6 +317,8 @@ class AdmissionMiddleware:
             reason: str | None = "deadline_expired_upstream"
         elif reserved:
             reason = None
+        elif self.controller.stalled:
+            reason = "stalled"
         else:
             reason = await self.controller.acquire(min(self.queue_wait_s, remaining))
         if reason is None:

@@ -55,6 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_in_flight=limits.max_in_flight,
         queue_length=limits.queue_length,
         discipline=settings.admission_discipline,
+        stall_after_s=limits.standing_interval_ms / 1000,
     )
 
     # Routes added to the app itself run in one hop too (service/api/routing.py).

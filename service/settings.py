@@ -143,6 +143,7 @@ class Settings(BaseSettings):
     nginx_max_conns: int | None = Field(default=None, ge=1)
     nginx_slots: int | None = Field(default=None, ge=1)
     nginx_max_conns_per_client: int | None = Field(default=None, ge=1)
+    nginx_max_conns_per_address: int | None = Field(default=None, ge=1)
     nginx_proxy_read_timeout: int | None = Field(default=None, ge=1)
 
     # Off only to measure what Sluice protects against (bench: the plain

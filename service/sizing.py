@@ -63,7 +63,8 @@ class Sizing:
     nginx_burst_per_client: int
     nginx_max_conns: int  # slots + waiting room
     nginx_slots: int  # per-client limits apply beyond this many requests in progress
-    nginx_max_conns_per_client: int
+    nginx_max_conns_per_client: int  # per address, while saturated
+    nginx_max_conns_per_address: int  # per address, always (slow bodies included)
     nginx_proxy_read_timeout: int  # seconds (the template adds "s")
 
     def as_env(self) -> dict[str, str]:
@@ -171,6 +172,9 @@ def derive(inputs: SizingInputs) -> Sizing:
         # one client may keep every slot busy, never the waiting room too.
         nginx_slots=slots,
         nginx_max_conns_per_client=slots,
+        # Always, counting requests whose body is still arriving: no address
+        # holds more requests at nginx than the whole app can.
+        nginx_max_conns_per_address=nginx_max_conns,
         nginx_proxy_read_timeout=deadline_s + 1,
     )
 

@@ -21,6 +21,12 @@ until its handler ends, even when its client has gone (its thread and
 database connection are still busy): the middleware gives it back, not the
 connection.
 
+When the worker is stalled (every slot held and none given back for a
+while, typically a stuck database), waiting would only end with the stall,
+so the gate accepts again, without a reservation: those requests meet the
+admission middleware, which refuses them at once (`stalled`), and the
+waiting room empties in milliseconds instead of when the stall ends.
+
 The probe port is not gated: a worker whose slots are all held (a slow
 database) still answers /healthz and /readyz at once, so being busy never
 looks like being unready.
@@ -32,6 +38,7 @@ import asyncio
 import errno
 import logging
 import socket
+import time
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -65,13 +72,14 @@ class AcceptGate:
         self,
         controller: AdmissionController,
         *,
-        on_accept: Callable[[socket.socket, Reservation], None],
+        on_accept: Callable[[socket.socket, Reservation | None], None],
     ) -> None:
         self.controller = controller
         self._on_accept = on_accept
         self._sockets: list[socket.socket] = []
         self._watching = False
         self._retry: asyncio.TimerHandle | None = None
+        self._stall_check: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         controller.on_release = self._slot_freed
 
@@ -84,9 +92,10 @@ class AcceptGate:
 
     def close(self) -> None:
         self._unwatch()
-        if self._retry is not None:
-            self._retry.cancel()
-            self._retry = None
+        for timer in (self._retry, self._stall_check):
+            if timer is not None:
+                timer.cancel()
+        self._retry = self._stall_check = None
         self._sockets = []
 
     def _slot_freed(self) -> None:
@@ -110,16 +119,20 @@ class AcceptGate:
     def _accept(self, sock: socket.socket) -> None:
         while self._watching:
             reservation = self.controller.reserve()
-            if reservation is None:
+            if reservation is None and not self.controller.stalled:
                 self._unwatch()  # a released slot watches again
+                self._check_for_stall_later()
                 return
+            # With no reservation (stalled), the request is refused at once.
             try:
                 conn, _ = sock.accept()
             except (BlockingIOError, InterruptedError):
-                reservation.end()  # another worker took it
+                if reservation is not None:
+                    reservation.end()  # another worker took it
                 return
             except OSError as exc:
-                reservation.end()
+                if reservation is not None:
+                    reservation.end()
                 if exc.errno in _CLIENT_GONE:
                     continue
                 log.error("accept failed (%s); retrying in %.0f s", exc, ACCEPT_RETRY_S)
@@ -135,6 +148,20 @@ class AcceptGate:
         if self.controller.has_room:
             self._watch()
 
+    def _check_for_stall_later(self) -> None:
+        if self._stall_check is not None or self._loop is None:
+            return
+        controller = self.controller
+        due = controller.last_release + controller.stall_after_s - time.monotonic()
+        self._stall_check = self._loop.call_later(max(0.0, due) + 0.01, self._stall_checked)
+
+    def _stall_checked(self) -> None:
+        self._stall_check = None
+        if self.controller.has_room or self.controller.stalled:
+            self._watch()
+        else:  # a slot was given back and taken again meanwhile
+            self._check_for_stall_later()
+
 
 class GatedConnection(asyncio.Protocol):
     """Uvicorn's protocol for one accepted connection, carrying the connection's reservation.
@@ -146,7 +173,7 @@ class GatedConnection(asyncio.Protocol):
     reservation no request claimed is given back.
     """
 
-    def __init__(self, inner: asyncio.Protocol, reservation: Reservation) -> None:
+    def __init__(self, inner: asyncio.Protocol, reservation: Reservation | None) -> None:
         self._inner = inner
         self.reservation = reservation
         self._transport: asyncio.Transport | None = None
@@ -178,12 +205,14 @@ class GatedConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        self.reservation.end()
+        if self.reservation is not None:
+            self.reservation.end()
         self._inner.connection_lost(exc)
 
     def _first_request_overdue(self) -> None:
         transport = self._transport
-        if not self.reservation.claimed and transport is not None and not transport.is_closing():
+        started = self.reservation is not None and self.reservation.claimed
+        if not started and transport is not None and not transport.is_closing():
             transport.close()
 
 
@@ -231,7 +260,7 @@ class GatedServer(Server):
         self._create_protocol = create_protocol
         self.gate.open(gated)
 
-    def _hand_over(self, conn: socket.socket, reservation: Reservation) -> None:
+    def _hand_over(self, conn: socket.socket, reservation: Reservation | None) -> None:
         assert self._create_protocol is not None
         task = asyncio.get_running_loop().create_task(
             self._connect(conn, reservation, self._create_protocol)
@@ -243,7 +272,7 @@ class GatedServer(Server):
     async def _connect(
         self,
         conn: socket.socket,
-        reservation: Reservation,
+        reservation: Reservation | None,
         create_protocol: Callable[[], asyncio.Protocol],
     ) -> None:
         try:
@@ -253,7 +282,8 @@ class GatedServer(Server):
         except Exception as exc:
             conn.close()
             # A connection that was made gives its reservation back when it is lost.
-            reservation.end()
+            if reservation is not None:
+                reservation.end()
             if not isinstance(exc, OSError):  # OSError: the client was gone already
                 log.error("could not hand over an accepted connection", exc_info=exc)
 

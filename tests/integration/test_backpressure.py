@@ -207,44 +207,62 @@ def test_readyz_stays_ready_while_the_app_sheds(
     assert [p for p in probes if p[0] != 200] == []
 
 
-def _ask(port: int, path: str, *, timeout_s: float) -> socket.socket:
+def _ask(
+    port: int, path: str, *, timeout_s: float, headers: dict[str, str] | None = None
+) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", port), timeout=timeout_s)
-    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: sluice\r\nConnection: close\r\n\r\n".encode())
+    extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
+    sock.sendall(
+        f"GET {path} HTTP/1.1\r\nHost: sluice\r\n{extra}Connection: close\r\n\r\n".encode()
+    )
     return sock
 
 
-def test_a_worker_accepts_only_while_it_has_a_slot_free(small_stack: RunningStack) -> None:
+def _stall_after_s(stack: RunningStack) -> float:
+    return int(stack.env["SLUICE_STANDING_INTERVAL_MS"]) / 1000
+
+
+def test_a_worker_accepts_only_while_it_has_a_slot_free(
+    small_stack: RunningStack, auth: dict[str, str]
+) -> None:
     """Connections beyond the slots wait in the shared accept queue; probes never do.
 
     A silent connection and one that sent half a request header take both
     workers' only slot (L=1). A request on a third connection is not accepted
-    by anyone until a slot frees, while the probe port answers at once; both
-    are closed after FIRST_REQUEST_TIMEOUT_S, and the waiting request is then
-    served.
+    by anyone while a slot may still free, and the probe port answers at once.
+    When no slot has come back for the stall interval, the workers take the
+    waiting request in and refuse it at once (`stalled`), rather than letting
+    it wait for the silent connections' FIRST_REQUEST_TIMEOUT_S.
     """
     app_port, probe_port = small_stack.ports["gunicorn"], small_stack.ports["probes"]
+    stall_s = _stall_after_s(small_stack)
     silent = [socket.create_connection(("127.0.0.1", app_port), timeout=30) for _ in range(2)]
     silent[1].sendall(b"GET /healthz HTTP/1.1\r\nHost: slu")
     try:
-        time.sleep(0.5)  # both accepted, one by each worker
+        time.sleep(0.3)  # both accepted, one by each worker
         started = time.monotonic()
-        waiting = _ask(app_port, "/healthz", timeout_s=1.0)
+        waiting = _ask(app_port, "/api/v1/items/", timeout_s=stall_s / 2, headers=auth)
         with pytest.raises(TimeoutError):
             waiting.recv(1)
         probe = _ask(probe_port, "/readyz", timeout_s=5.0)
         assert probe.recv(64).startswith(b"HTTP/1.1 200"), "the probe port must not wait"
         probe.close()
         waiting.settimeout(FIRST_REQUEST_TIMEOUT_S + 10)
-        answer = waiting.recv(64)
+        answer = waiting.recv(4096)
         waited = time.monotonic() - started
         waiting.close()
-        print(f"\nthe third connection was served after {waited:.1f} s")
-        assert answer.startswith(b"HTTP/1.1 200"), answer
-        assert waited >= 1.0
+        print(f"\nthe third connection was answered after {waited:.2f} s")
+        assert answer.startswith(b"HTTP/1.1 503"), answer
+        assert b'"reason":"stalled"' in answer, answer
+        assert waited < FIRST_REQUEST_TIMEOUT_S - 1
         # The silent connections were closed by the app, not by this test.
         for sock in silent:
             sock.settimeout(FIRST_REQUEST_TIMEOUT_S + 10)
             assert sock.recv(1) == b""
+        # Their slots came back: the next request is served.
+        after = _ask(app_port, "/api/v1/items/", timeout_s=CLIENT_TIMEOUT_S, headers=auth)
+        with after:
+            assert after.recv(64).startswith(b"HTTP/1.1 200")
     finally:
         for sock in silent:
             sock.close()
@@ -257,8 +275,9 @@ def test_a_request_whose_client_left_holds_its_slot_until_its_handler_ends(
 
     Two requests stall on a locked table, one in each worker (L=1), and their
     clients reset their connections. The handlers still hold a thread and a
-    database connection each, so a third connection waits in the accept queue
-    until the lock is released, and is served then.
+    database connection each, so a third request finds no slot: it waits in
+    the accept queue, then is refused as `stalled`. (Had the slots been given
+    back, it would have been admitted and waited for the lock.)
     """
     app_port = small_stack.ports["gunicorn"]
     request = (
@@ -269,21 +288,15 @@ def test_a_request_whose_client_left_holds_its_slot_until_its_handler_ends(
         for _ in range(2):
             left = socket.create_connection(("127.0.0.1", app_port), timeout=5)
             left.sendall(request)
-            time.sleep(0.5)  # accepted, its handler waiting for the lock
+            time.sleep(0.3)  # accepted, its handler waiting for the lock
             # A reset, as a client that times out and goes away.
             left.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             left.close()
-        waiting = _ask(app_port, "/healthz", timeout_s=1.0)
-        try:
-            with pytest.raises(TimeoutError):
-                waiting.recv(1)
-        except BaseException:
-            waiting.close()
-            raise
-    with waiting:
-        waiting.settimeout(CLIENT_TIMEOUT_S)
-        answer = waiting.recv(64)
-    assert answer.startswith(b"HTTP/1.1 200"), answer
+        waiting = _ask(app_port, "/api/v1/items/", timeout_s=CLIENT_TIMEOUT_S, headers=auth)
+        with waiting:
+            answer = waiting.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 503"), answer
+    assert b'"reason":"stalled"' in answer, answer
 
 
 def test_the_probe_port_serves_only_the_probes(small_stack: RunningStack) -> None:

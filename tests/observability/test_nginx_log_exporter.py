@@ -8,7 +8,9 @@ from pathlib import Path
 from tests.observability.conftest import PROMETHEUS_DIR, run, tool
 
 
-def _line(uri: str, status: int, upstream: str, limit_req: str, limit_conn: str) -> str:
+def _line(
+    uri: str, status: int, upstream: str, limit_req: str, limit_conn: str, refused: str = ""
+) -> str:
     # The fields of log_format sluice_json (nginx/templates/nginx.conf.template), in order.
     return json.dumps(
         {
@@ -27,6 +29,7 @@ def _line(uri: str, status: int, upstream: str, limit_req: str, limit_conn: str)
             "upstream_response_time": "",
             "limit_req": limit_req,
             "limit_conn": limit_conn,
+            "refused": refused,
         },
         separators=(",", ":"),
     )
@@ -36,13 +39,15 @@ def test_counts_nginx_refusals_by_reason(tmp_path: Path) -> None:
     log = tmp_path / "access.log"
     lines = [
         _line("/api/v1/items/", 200, "200", "PASSED", "PASSED"),
-        _line("/api/v1/items/", 429, "", "REJECTED", ""),
-        _line("/api/v1/items/", 429, "", "REJECTED", ""),
-        _line("/api/v1/login/access-token", 429, "", "REJECTED", ""),
-        _line("/api/v1/items/", 503, "", "PASSED", "REJECTED"),
+        _line("/api/v1/items/", 429, "", "REJECTED", "", "rate_limited"),
+        _line("/api/v1/items/", 429, "", "REJECTED", "", "rate_limited"),
+        _line("/api/v1/login/access-token", 429, "", "REJECTED", "", "login_rate_limited"),
+        _line("/api/v1/items/", 503, "", "PASSED", "REJECTED", "client_connection_limit"),
+        # The app's cap: no upstream server had room (max_conns).
+        _line("/api/v1/items/", 503, "502", "PASSED", "PASSED", "connection_limit"),
         # A 503 from the app is the app's refusal, counted by the app.
         _line("/api/v1/items/", 503, "503", "PASSED", "PASSED"),
-        _line("/api/v1/items/", 502, "502", "PASSED", "PASSED"),
+        _line("/api/v1/items/", 502, "502", "PASSED", "PASSED", "upstream_unavailable"),
     ]
     log.write_text("\n".join(lines) + "\n")
     result = run(
@@ -63,10 +68,11 @@ def test_counts_nginx_refusals_by_reason(tmp_path: Path) -> None:
     assert samples == {
         'sluice_shed_total{layer="nginx",reason="rate_limited"}': 2,
         'sluice_shed_total{layer="nginx",reason="login_rate_limited"}': 1,
+        'sluice_shed_total{layer="nginx",reason="client_connection_limit"}': 1,
         'sluice_shed_total{layer="nginx",reason="connection_limit"}': 1,
         'sluice_shed_total{layer="nginx",reason="upstream_unavailable"}': 1,
         'sluice_nginx_responses_total{status="200"}': 1,
         'sluice_nginx_responses_total{status="429"}': 3,
         'sluice_nginx_responses_total{status="502"}': 1,
-        'sluice_nginx_responses_total{status="503"}': 2,
+        'sluice_nginx_responses_total{status="503"}': 3,
     }

@@ -46,10 +46,18 @@ DEADLINE_S = 5.0
 BOUND_S = DEADLINE_S + 1.5
 # Reasons with which the app refuses before doing any database work.
 # nginx's per-client rate limit (429) refuses before the app sees anything.
-ADMISSION_SHED = {"queue_full", "queue_timeout", "queue_wait_predicted", "late", "standing_queue"}
+ADMISSION_SHED = {
+    "queue_full",
+    "queue_timeout",
+    "queue_wait_predicted",
+    "late",
+    "standing_queue",
+    "stalled",
+}
 # Refusals of a healthy stack that is merely busy.
 OVERLOAD_SHED = ADMISSION_SHED | {
-    "connection_limit",  # nginx's cap
+    "connection_limit",  # nginx: the app's cap
+    "client_connection_limit",  # nginx: one client's share while saturated
     "deadline_expired_upstream",
     "db_pool_timeout",
     "rate_limited",
@@ -312,8 +320,9 @@ def test_slow_database_is_shed(faults: Faults) -> None:
     during = [o for o in results.outcomes if locked < o.end and o.start < released]
     reasons = {o.reason for o in during if not o.ok}
     assert "statement_timeout" in reasons, reasons
-    # The stuck requests hold every slot, so nginx's cap refuses the rest.
-    assert reasons & (ADMISSION_SHED | {"connection_limit"}), reasons
+    # The stuck requests hold every slot: what waits for one is refused as
+    # stalled, and nginx's limits refuse the rest.
+    assert reasons & (ADMISSION_SHED | {"connection_limit", "client_connection_limit"}), reasons
     shed = [o for o in during if o.reason in OVERLOAD_SHED]
     assert max(o.elapsed for o in shed) < 1.0
     health = [p for p in probes if p[0] == "/healthz"]
@@ -417,6 +426,7 @@ def test_postgres_down_ten_seconds(faults: Faults) -> None:
         "deadline_exceeded",
         "commit_outcome_unknown",
         "connection_limit",
+        "client_connection_limit",
     } | ADMISSION_SHED
     assert {o.reason for o in failed} <= expected, failed[:3]
     assert any(o.reason == "db_unavailable" for o in failed), results.summary()

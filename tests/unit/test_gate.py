@@ -49,10 +49,14 @@ class HoldingApp:
 
 
 @asynccontextmanager
-async def gated_server(slots: int) -> AsyncIterator[tuple[int, AdmissionController, HoldingApp]]:
+async def gated_server(
+    slots: int, *, stall_after_s: float = 30.0
+) -> AsyncIterator[tuple[int, AdmissionController, HoldingApp]]:
     """A GatedServer with `slots` slots on an ephemeral port, stopped on exit."""
     app = HoldingApp()
-    controller = AdmissionController(max_in_flight=slots, queue_length=4)
+    controller = AdmissionController(
+        max_in_flight=slots, queue_length=4, stall_after_s=stall_after_s
+    )
     asgi = AdmissionMiddleware(
         app,  # type: ignore[arg-type]
         controller=controller,
@@ -126,6 +130,30 @@ def test_a_full_worker_leaves_new_connections_in_the_accept_queue() -> None:
             assert app.started == ["/hold", "/next"]
             await until(lambda: controller.in_flight == 0)
             await closed(held, writer)
+
+    asyncio.run(scenario())
+
+
+def test_a_stalled_worker_refuses_what_waits_instead_of_keeping_it() -> None:
+    """No slot given back for stall_after_s: waiting requests are taken in and refused at once."""
+
+    async def scenario() -> None:
+        async with gated_server(slots=1, stall_after_s=0.3) as (port, controller, app):
+            _, held = await request(port, "/hold")
+            await until(lambda: app.started == ["/hold"])
+            sent = time.monotonic()
+            reader, writer = await request(port, "/waiting")
+            answer = await asyncio.wait_for(reader.read(), 5)
+            waited = time.monotonic() - sent
+            assert answer.startswith(b"HTTP/1.1 503"), answer
+            assert b'"reason":"stalled"' in answer and b"retry-after: 1" in answer.lower()
+            assert waited < 2.0, waited  # the stall, not the held request, decided
+            assert app.started == ["/hold"], "a refused request never reaches the app"
+            app.release.set()
+            await until(lambda: controller.in_flight == 0)
+            reader, writer2 = await request(port, "/after")
+            assert (await asyncio.wait_for(reader.read(), 5)).startswith(b"HTTP/1.1 200")
+            await closed(held, writer, writer2)
 
     asyncio.run(scenario())
 
