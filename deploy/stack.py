@@ -199,14 +199,14 @@ class RunningStack:
 class Stack:
     """A local stack as a context manager: `with Stack(layout) as running: ...`.
 
-    `environ` is the environment the stack is configured from (default: this
-    process's); an inconsistent configuration raises ValueError here, before
-    anything starts. Entering stops what an earlier owner of the same state
+    `environ` is the environment the stack is configured from, and the only
+    one (deploy/environment.py); an inconsistent configuration raises
+    ValueError here, before anything starts. Entering stops what an earlier owner of the same state
     directory left running (by recorded PID), then starts every service;
     leaving stops them in reverse order and closes their logs.
     """
 
-    def __init__(self, layout: Layout, *, environ: Mapping[str, str] | None = None) -> None:
+    def __init__(self, layout: Layout, *, environ: Mapping[str, str]) -> None:
         self.layout = layout
         self.environment = stack_environment(layout, environ)
         self._running: RunningStack | None = None
@@ -257,7 +257,7 @@ def supervise(layout: Layout, ready_fd: int) -> int:
     layout.supervisor_pid.write_text(f"{os.getpid()}\n")
     ready = os.fdopen(ready_fd, "w")
     try:
-        with Stack(layout) as running:
+        with Stack(layout, environ=os.environ) as running:
             write_env_file(layout.env_file, running.env)
             ready.write("READY\n")
             ready.close()
@@ -301,7 +301,7 @@ def up(layout: Layout) -> int:
         return status(layout)
     pidfile.reap(layout)
     try:
-        stack_environment(layout)  # refuse inconsistent settings before starting anything
+        stack_environment(layout, os.environ)  # refuse bad settings before starting anything
     except ValueError as exc:
         raise StackError(f"configuration refused: {exc}") from exc
     layout.logs.mkdir(parents=True, exist_ok=True)

@@ -10,18 +10,13 @@ import httpx
 import psutil
 
 from deploy.envfile import read_env_file
-from tests.stackctl import PORT_SHIFT, ROOT, launcher
+from tests.stackctl import PORT_SHIFT, ROOT, clean_environ, launcher
 
 STATE = ROOT / (".sluice-test-supervisor" + (f"-{PORT_SHIFT}" if PORT_SHIFT else ""))
 
 
 def test_a_dead_service_is_reported_once_and_the_others_keep_serving() -> None:
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("SLUICE_", "NGINX_", "PGBOUNCER_", "POSTGRES_"))
-    }
-    env.update(
+    env = clean_environ(
         SLUICE_STATE_DIR=str(STATE),
         SLUICE_PORT_BASE=str(24700 + PORT_SHIFT),
         SLUICE_ENVIRONMENT="test",
