@@ -30,13 +30,13 @@ $(STAMP): requirements-dev.lock
 install: packages $(STAMP)
 
 up: install
-	$(PY) -m deploy.stack up
+	$(PY) -m deploy up
 
 down:
-	@if [ -x $(PY) ]; then $(PY) -m deploy.stack down; else echo "nothing to stop"; fi
+	@if [ -x $(PY) ]; then $(PY) -m deploy down; else echo "nothing to stop"; fi
 
 status: $(STAMP)
-	$(PY) -m deploy.stack status
+	$(PY) -m deploy status
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -83,5 +83,5 @@ grafana: $(STAMP)
 # Every .sluice* stack of this checkout: stopped, then its state directory and
 # (as root) its database directory under /var/lib/sluice removed.
 clean:
-	@if [ -x $(PY) ]; then $(PY) -m deploy.stack clean --all; else rm -rf .sluice .sluice-*; fi
+	@if [ -x $(PY) ]; then $(PY) -m deploy clean --all; else rm -rf .sluice .sluice-*; fi
 	rm -rf bench/results

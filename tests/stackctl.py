@@ -2,7 +2,7 @@
 
 Most tests only need a running stack and get one from `local_stack`; the
 tests of the launcher itself (`make up`, refusals at start-up) run
-`python -m deploy.stack` through `launcher`.
+`python -m deploy` through `launcher`.
 """
 
 from __future__ import annotations
@@ -64,8 +64,8 @@ def _run(
 
 
 def launcher(command: str, env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
-    """`python -m deploy.stack <command>` with this environment."""
-    return _run([sys.executable, "-m", "deploy.stack", command], env, timeout=600)
+    """`python -m deploy <command>` with this environment."""
+    return _run([sys.executable, "-m", "deploy", command], env, timeout=600)
 
 
 def run_gunicorn(env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:

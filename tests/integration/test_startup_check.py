@@ -139,7 +139,7 @@ def test_make_up_works_from_a_clone_postgres_cannot_reach() -> None:
     finally:
         if clone.exists():  # a failure above: stop and remove what it left, by recorded PID
             subprocess.run(
-                [sys.executable, "-m", "deploy.stack", "clean"],
+                [sys.executable, "-m", "deploy", "clean"],
                 cwd=clone,
                 env=env,
                 capture_output=True,
