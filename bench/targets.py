@@ -21,9 +21,8 @@ from pathlib import Path
 import psutil
 
 from deploy.environment import without_settings
-from deploy.errors import StackError
+from deploy.errors import StackError, tail
 from deploy.layout import ROOT, Layout
-from deploy.services import tail
 from deploy.stack import RunningStack, Stack
 
 

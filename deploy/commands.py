@@ -10,7 +10,6 @@ gone; `status` shows the recorded processes and what stack.env publishes;
 from __future__ import annotations
 
 import os
-import select
 import shutil
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from deploy.errors import StackError
 from deploy.layout import DB_ROOT, ROOT, Layout, switches_user
 from deploy.pidfile import SUPERVISOR_COMMAND
 from deploy.services import START_TIMEOUT_S
+from deploy.supervisor import wait_until_up
 
 
 def up(layout: Layout) -> int:
@@ -56,34 +56,24 @@ def up(layout: Layout) -> int:
             ),
         )
     os.close(write_fd)
-    message = _read_line(read_fd, timeout=START_TIMEOUT_S * 4)
+    # A service's preparation (initdb, migrations) and its start are each bounded.
+    failure = wait_until_up(read_fd, silence_s=2 * START_TIMEOUT_S, on_started=_print_started)
     os.close(read_fd)
-    if message != "READY":
+    if failure is not None:
         if proc.poll() is None:
             proc.terminate()
             proc.wait(timeout=60)
-        print(
-            f"Sluice stack failed to start: {message or 'no answer from the supervisor'}",
-            file=sys.stderr,
-        )
+        print(f"Sluice stack failed to start: {failure}", file=sys.stderr)
         print(f"Logs: {layout.logs}", file=sys.stderr)
         return 1
     print(f"Sluice stack up in {time.monotonic() - started:.1f}s")
+    print()
     return status(layout)
 
 
-def _read_line(fd: int, timeout: float) -> str:
-    deadline = time.monotonic() + timeout
-    data = b""
-    while not data.endswith(b"\n"):
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
-            return "timed out waiting for the supervisor"
-        chunk = os.read(fd, 4096)
-        if not chunk:
-            break
-        data += chunk
-    return data.decode(errors="replace").strip()
+def _print_started(name: str, port: int | None, seconds: float) -> None:
+    where = f"127.0.0.1:{port}" if port is not None else "-"
+    print(f"{name:20} {where:16} ready in {seconds:.1f}s", flush=True)
 
 
 def _stop(layout: Layout) -> None:
@@ -161,10 +151,14 @@ def _orphaned_states() -> list[Path]:
 
 
 def status(layout: Layout) -> int:
-    """The supervisor, each recorded service and the URLs; exit 1 if a service exited."""
+    """The supervisor, each recorded service and the URLs; exit 1 if a service exited.
+
+    Every URL comes from the running stack's stack.env, whatever SLUICE_PORT_BASE
+    this command was given: only the state directory says which stack it is.
+    """
     supervisor = pidfile.supervisor(layout)
     if supervisor is None:
-        print(f"Sluice stack not running (port base {layout.port_base}).")
+        print(f"Sluice stack not running (state {layout.state}).")
         return 3
     print(f"supervisor  pid {supervisor.pid}")
     exited = []
@@ -182,12 +176,13 @@ def status(layout: Layout) -> int:
         "SLUICE_DATABASE_URL",
         "SLUICE_PGBOUNCER_URL",
     ):
-        print(f"{key:24} {published.get(key, '-')}")
-    print(f"{'docs':24} {layout.url('nginx', '/docs')}")
-    print(f"{'logs':24} {layout.logs}")
+        print(f"{key:30} {published.get(key, '-')}")
+    docs = f"{published['SLUICE_URL']}/docs" if "SLUICE_URL" in published else "-"
+    print(f"{'docs':30} {docs}")
+    print(f"{'logs':30} {layout.logs}")
     if layout.db_dir != layout.state:
-        print(f"{'database files':24} {layout.db_dir}  (PostgreSQL data, sockets, configs)")
-    print(f"{'env':24} {layout.env_file}  (source it: . {layout.env_file})")
+        print(f"{'database files':30} {layout.db_dir}  (PostgreSQL data, sockets, configs)")
+    print(f"{'env':30} {layout.env_file}  (source it: . {layout.env_file})")
     if exited:
         print(f"exited: {', '.join(exited)} (see {layout.log('supervisor')}; `make down`)")
         return 1

@@ -21,7 +21,8 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import IO
@@ -30,9 +31,9 @@ from mirakuru.exceptions import ProcessFinishedWithError
 
 from deploy import database, pidfile
 from deploy.environment import render_configs, stack_environment
-from deploy.errors import StackError
+from deploy.errors import StackError, tail
 from deploy.layout import Layout
-from deploy.services import services, tail
+from deploy.services import services
 from service.env_names import has_settings_prefix
 
 
@@ -156,12 +157,21 @@ class RunningStack:
                 found[name] = process.returncode
         return found
 
-    def start_all(self) -> None:
-        """Prepare and start every service, in order, each waiting until it is ready."""
+    def start_all(self, *, on_ready: Callable[[str, float], None] | None = None) -> None:
+        """Prepare and start every service, in order, each waiting until it is ready.
+
+        `on_ready(name, seconds)` after each; a failure names the service.
+        """
         for service in self._services.values():
+            began = time.monotonic()
             if service.prepare is not None:
-                service.prepare()
+                try:
+                    service.prepare()
+                except Exception as exc:
+                    raise StackError(f"{service.name} could not start: {exc}") from exc
             self.start_service(service.name)
+            if on_ready is not None:
+                on_ready(service.name, time.monotonic() - began)
 
     def stop_all(self) -> None:
         """Stop every started service in reverse order, forget their PIDs, close the logs."""
@@ -190,14 +200,22 @@ class Stack:
 
     `environ` is the environment the stack is configured from, and the only
     one (deploy/environment.py); an inconsistent configuration raises
-    ValueError here, before anything starts. Entering stops what an earlier owner of the same state
+    ValueError here, before anything starts. `on_ready(name, seconds)` is
+    called as each service becomes ready. Entering stops what an earlier owner of the same state
     directory left running (by recorded PID), then starts every service;
     leaving stops them in reverse order and closes their logs.
     """
 
-    def __init__(self, layout: Layout, *, environ: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        layout: Layout,
+        *,
+        environ: Mapping[str, str],
+        on_ready: Callable[[str, float], None] | None = None,
+    ) -> None:
         self.layout = layout
         self.environment = stack_environment(layout, environ)
+        self._on_ready = on_ready
         self._running: RunningStack | None = None
 
     def __enter__(self) -> RunningStack:
@@ -216,7 +234,7 @@ class Stack:
         running = RunningStack(layout, self.environment)
         self._running = running
         try:
-            running.start_all()
+            running.start_all(on_ready=self._on_ready)
         except BaseException:
             running.stop_all()
             raise

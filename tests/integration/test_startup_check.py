@@ -104,7 +104,7 @@ def test_make_up_works_from_a_clone_postgres_cannot_reach() -> None:
     try:
         _copy_working_tree(clone)
         up = run("up")
-        assert f"database files           {db_dir}" in up.stdout, up.stdout
+        assert f"{'database files':30} {db_dir}" in up.stdout, up.stdout
         info = db_dir.stat()
         assert (info.st_uid, info.st_mode & 0o777) == (pwd.getpwnam("postgres").pw_uid, 0o700)
         values = read_env_file(state / "stack.env")
