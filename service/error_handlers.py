@@ -48,7 +48,7 @@ _PGBOUNCER_TRANSIENT = (
 
 
 def error_response(error: SluiceError, *, retry_after_s: int) -> JSONResponse:
-    headers = {}
+    headers = error.headers()
     if error.retryable:
         headers["Retry-After"] = str(retry_after_s)
     return JSONResponse(

@@ -55,7 +55,8 @@ TokenDep = Annotated[str | None, Depends(oauth2_scheme)]
 def get_current_user(session: SessionDep, token: TokenDep, settings: SettingsDep) -> User:
     if not token:
         raise Unauthorized(
-            "Not authenticated; send a bearer token from /api/v1/login/access-token."
+            "Not authenticated; send a bearer token from /api/v1/login/access-token.",
+            token_sent=False,
         )
     user = session.get(User, decode_access_token(token, settings=settings))
     if user is None:
