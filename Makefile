@@ -14,7 +14,7 @@ help:
 	@echo "make status   show the stack's processes and URLs"
 	@echo "make clean    stop and remove every local stack's state (and database directory)"
 	@echo "make bench    the overload benchmark: Sluice vs a plain deployment, 20 clients (docs/benchmark.md)"
-	@echo "make lint     ruff, ruff format --check, mypy strict on service/"
+	@echo "make lint     ruff, ruff format --check, mypy strict, deptry (every dependency imported)"
 	@echo "make fmt      ruff format and autofix"
 
 # Debian packages: PostgreSQL, PgBouncer, nginx, Prometheus and exporters.
@@ -42,6 +42,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/deptry .
 
 fmt: $(STAMP)
 	$(VENV)/bin/ruff format .
