@@ -18,7 +18,6 @@ from bench.search import CapacitySearch
 from bench.serverside import ServerRecorder
 from bench.stats import meets_target, summarize
 from bench.targets import (
-    ROOT,
     Deployment,
     RssSampler,
     TargetError,
@@ -27,6 +26,7 @@ from bench.targets import (
     sluice_deployment,
     sluice_stack,
 )
+from deploy.layout import ROOT
 from deploy.stack import RunningStack
 
 RESULTS = ROOT / "bench" / "results"

@@ -118,9 +118,7 @@ def local_stack_template_dirs() -> list[Path]:
     """The template directories `deploy.environment.render_configs` renders, as it runs."""
     calls: list[list[str]] = []
     layout = Layout(state=Path("/nonexistent-sluice-state"), port_base=1)
-    with mock.patch.object(
-        environment.subprocess, "run", side_effect=lambda argv, **_: calls.append(argv)
-    ):
+    with mock.patch.object(subprocess, "run", side_effect=lambda argv, **_: calls.append(argv)):
         environment.render_configs(layout, {})
     return sorted(Path(argv[1]) for argv in calls)
 

@@ -14,7 +14,7 @@ import struct
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -90,7 +90,11 @@ def _send(client: httpx.Client, method: str, path: str, **kwargs: object) -> Out
     return Outcome(response.status_code, elapsed, response.headers, body)
 
 
-def _burst(stack: RunningStack, calls: list[tuple[str, str, dict[str, object]]]) -> list[Outcome]:
+# (method, path, httpx request arguments)
+Call = tuple[str, str, Mapping[str, object]]
+
+
+def _burst(stack: RunningStack, calls: Sequence[Call]) -> list[Outcome]:
     limits = httpx.Limits(max_connections=len(calls), max_keepalive_connections=0)
     with (
         httpx.Client(base_url=stack.url, timeout=CLIENT_TIMEOUT_S, limits=limits) as client,
@@ -98,16 +102,14 @@ def _burst(stack: RunningStack, calls: list[tuple[str, str, dict[str, object]]])
     ):
         start = threading.Barrier(len(calls))
 
-        def one(call: tuple[str, str, dict[str, object]]) -> Outcome:
+        def one(call: Call) -> Outcome:
             start.wait()
             return _send(client, call[0], call[1], **call[2])
 
         return list(pool.map(one, calls))
 
 
-def _burst_during_lock(
-    stack: RunningStack, calls: list[tuple[str, str, dict[str, object]]], hold_s: float
-) -> list[Outcome]:
+def _burst_during_lock(stack: RunningStack, calls: Sequence[Call], hold_s: float) -> list[Outcome]:
     """Fire the burst while `items` is locked; release the lock after `hold_s`."""
     result: list[Outcome] = []
     with items_locked(stack.database_url):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tests.observability.conftest import PROMETHEUS_DIR, ROOT, run, tool
-from tests.stackctl import clean_environ
+from tests.observability.conftest import PROMETHEUS_DIR, run, tool
+from tests.stackctl import ROOT, clean_environ
 
 # The values compose uses (service names on the internal network).
 COMPOSE_VALUES = {
