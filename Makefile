@@ -17,12 +17,13 @@ help:
 	@echo "make lint     ruff, ruff format --check, mypy strict, deptry (every dependency imported)"
 	@echo "make fmt      ruff format and autofix"
 
-# Debian packages: PostgreSQL, PgBouncer, nginx, Prometheus and exporters.
+# Debian packages: Python, PostgreSQL, PgBouncer, nginx, Prometheus and exporters.
 packages:
 	@bash deploy/install-packages.sh
 
-# Python dependencies into .venv, from the lock file.
-$(STAMP): requirements-dev.lock
+# Python dependencies into .venv, from the lock file (python3 and its venv
+# module come from `packages` on a fresh machine).
+$(STAMP): requirements-dev.lock | packages
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.lock
 	@touch $(STAMP)
