@@ -31,7 +31,7 @@ def test_a_declared_dependency_nothing_imports_fails_the_check(tmp_path: Path) -
     declared = '    "httpx>=0.27",\n'
     assert declared in text
     config = tmp_path / "pyproject.toml"
-    config.write_text(text.replace(declared, declared + '    "httpx2>=2.16",\n'))
+    config.write_text(text.replace(declared, declared + '    "requests>=2.31",\n'))
     result = _deptry(config)
     assert result.returncode != 0
-    assert "DEP002 'httpx2' defined as a dependency but not used" in result.stdout + result.stderr
+    assert "DEP002 'requests' defined as a dependency but not used" in result.stdout + result.stderr
