@@ -14,15 +14,16 @@ help:
 	@echo "make status   show the stack's processes and URLs"
 	@echo "make clean    stop and remove every local stack's state (and database directory)"
 	@echo "make bench    the overload benchmark: Sluice vs a plain deployment, 20 clients (docs/benchmark.md)"
-	@echo "make lint     ruff, ruff format --check, mypy strict on service/"
+	@echo "make lint     ruff, ruff format --check, mypy strict, deptry (every dependency imported)"
 	@echo "make fmt      ruff format and autofix"
 
-# Debian packages: PostgreSQL, PgBouncer, nginx, Prometheus and exporters.
+# Debian packages: Python, PostgreSQL, PgBouncer, nginx, Prometheus and exporters.
 packages:
 	@bash deploy/install-packages.sh
 
-# Python dependencies into .venv, from the lock file.
-$(STAMP): requirements-dev.lock
+# Python dependencies into .venv, from the lock file (python3 and its venv
+# module come from `packages` on a fresh machine).
+$(STAMP): requirements-dev.lock | packages
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.lock
 	@touch $(STAMP)
@@ -30,18 +31,19 @@ $(STAMP): requirements-dev.lock
 install: packages $(STAMP)
 
 up: install
-	$(PY) -m deploy.stack up
+	$(PY) -m deploy up
 
 down:
-	@if [ -x $(PY) ]; then $(PY) -m deploy.stack down; else echo "nothing to stop"; fi
+	@if [ -x $(PY) ]; then $(PY) -m deploy down; else echo "nothing to stop"; fi
 
 status: $(STAMP)
-	$(PY) -m deploy.stack status
+	$(PY) -m deploy status
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/deptry .
 
 fmt: $(STAMP)
 	$(VENV)/bin/ruff format .
@@ -83,5 +85,5 @@ grafana: $(STAMP)
 # Every .sluice* stack of this checkout: stopped, then its state directory and
 # (as root) its database directory under /var/lib/sluice removed.
 clean:
-	@if [ -x $(PY) ]; then $(PY) -m deploy.stack clean --all; else rm -rf .sluice .sluice-*; fi
+	@if [ -x $(PY) ]; then $(PY) -m deploy clean --all; else rm -rf .sluice .sluice-*; fi
 	rm -rf bench/results

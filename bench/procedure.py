@@ -18,7 +18,6 @@ from bench.search import CapacitySearch
 from bench.serverside import ServerRecorder
 from bench.stats import meets_target, summarize
 from bench.targets import (
-    ROOT,
     Deployment,
     RssSampler,
     TargetError,
@@ -27,12 +26,10 @@ from bench.targets import (
     sluice_deployment,
     sluice_stack,
 )
+from deploy.layout import ROOT
 from deploy.stack import RunningStack
 
 RESULTS = ROOT / "bench" / "results"
-# The launcher's default password for the app role (deploy/stack.py); the
-# local cluster trusts loopback connections anyway.
-LOCAL_DB_PASSWORD = "sluice-local"
 WARM_UP_RATE = 20.0
 # A search step only needs a usable server afterwards, not the drain time.
 SEARCH_DRAIN_TIMEOUT_S = 10.0
@@ -345,7 +342,7 @@ def run_bench(options: Options) -> BenchResult:
         env = plain_environment(
             postgres_port=stack.ports["postgres"],
             db_user=stack.env.get("SLUICE_DB_USER", "sluice"),
-            db_password=LOCAL_DB_PASSWORD,
+            db_password=stack.environment["SLUICE_DB_PASSWORD"],
             db_name=stack.env.get("SLUICE_DB_NAME", "sluice"),
         )
         progress(f"starting the plain deployment on port {options.plain_port}")

@@ -20,12 +20,10 @@ from pathlib import Path
 
 import psutil
 
-from deploy.errors import StackError
-from deploy.layout import Layout
+from deploy.environment import without_settings
+from deploy.errors import StackError, tail
+from deploy.layout import ROOT, Layout
 from deploy.stack import RunningStack, Stack
-
-ROOT = Path(__file__).resolve().parent.parent
-_ENV_PREFIXES = ("SLUICE_", "NGINX_", "PGBOUNCER_", "POSTGRES_")
 
 
 class TargetError(RuntimeError):
@@ -64,9 +62,7 @@ def wait_http(url: str, *, timeout_s: float, expect: int = 200) -> None:
 
 def _clean_env(**overrides: str) -> dict[str, str]:
     """This process's environment without any stack settings, plus `overrides`."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(_ENV_PREFIXES)}
-    env.update(overrides)
-    return env
+    return without_settings(os.environ) | overrides
 
 
 def stop_process_tree(proc: subprocess.Popen[bytes], *, timeout_s: float = 20) -> None:
@@ -195,7 +191,7 @@ def plain_server(
         try:
             wait_http(f"{url}/healthz", timeout_s=60)
         except TargetError as exc:
-            raise TargetError(f"{exc}\n--- {log} ---\n{_tail(log)}") from exc
+            raise TargetError(f"{exc}\n--- {log} ---\n{tail(log)}") from exc
 
     def restart() -> None:
         stop_process_tree(current.pop())
@@ -210,13 +206,6 @@ def plain_server(
     finally:
         for proc in current:
             stop_process_tree(proc)
-
-
-def _tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
 
 
 # --------------------------------------------------------------------------
@@ -265,7 +254,7 @@ def trivial_nginx(*, port: int) -> Iterator[Deployment]:
             try:
                 wait_http(f"{url}/", timeout_s=15)
             except TargetError as exc:
-                raise TargetError(f"{exc}\n{_tail(Path(tmp) / 'error.log')}") from exc
+                raise TargetError(f"{exc}\n{tail(Path(tmp) / 'error.log')}") from exc
             yield Deployment(name="trivial", url=url, rss_roots={"app": [proc.pid]})
         finally:
             stop_process_tree(proc)

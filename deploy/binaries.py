@@ -13,7 +13,7 @@ REQUIRED_BINARIES = {
     "initdb": "postgresql",
     "postgres": "postgresql",
     "pgbouncer": "pgbouncer",
-    "nginx": "nginx",
+    "nginx": "nginx-light",
     "envsubst": "gettext-base",
     "prometheus": "prometheus",
     "prometheus-postgres-exporter": "prometheus-postgres-exporter",

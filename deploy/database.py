@@ -21,12 +21,11 @@ from pathlib import Path
 import psutil
 
 from deploy.binaries import DB_SERVICE_USER, as_db_user, binary
-from deploy.errors import StackError
+from deploy.errors import StackError, tail
 from deploy.layout import DB_ROOT, ROOT, Layout, switches_user
 
 # Creates the app's role and database; the postgres image runs it too.
 ROLE_SCRIPT = ROOT / "deploy" / "postgres-init" / "10-sluice-role.sh"
-START_TIMEOUT_S = 90
 
 
 def prepare_db_dir(layout: Layout) -> None:
@@ -81,23 +80,28 @@ def init_cluster(layout: Layout) -> None:
         "--no-instructions",
     ]
     with open(layout.log("initdb"), "a") as log:
-        subprocess.run(
+        result = subprocess.run(
             as_db_user(argv),
-            check=True,
+            check=False,
             cwd=layout.db_dir,  # the postgres user may not enter the checkout
             stdout=log,
             stderr=subprocess.STDOUT,
         )
+    if result.returncode != 0:
+        raise StackError(
+            f"initdb failed (status {result.returncode}):\n"
+            f"--- last lines of {layout.log('initdb')} ---\n{tail(layout.log('initdb'))}"
+        )
 
 
-def wait_accepting(layout: Layout) -> None:
+def wait_accepting(layout: Layout, *, timeout_s: float) -> None:
     """Until PostgreSQL accepts connections: its port opens before recovery ends.
 
     pg_isready's -t bounds one attempt; it answers 1 at once while the server
     is still starting up ("rejecting connections"), so it is asked again.
     """
     command = [binary("pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(layout.ports["postgres"])]
-    deadline = time.monotonic() + START_TIMEOUT_S
+    deadline = time.monotonic() + timeout_s
     while True:
         code = subprocess.run([*command, "-t", "5"]).returncode
         if code == 0:

@@ -1,33 +1,47 @@
 """Every variable a local stack's templates and app read, and the rendered configs.
 
-`stack_environment` starts from a base environment (the launcher's own by
-default; the tests and the benchmark pass theirs), adds the stack's hosts,
-ports and paths, the limits derived by the settings object, deploy/defaults.env
-and the PROMETHEUS_* variables; a value the base sets wins where an operator
-may pin it. `render_configs` renders the same templates the containers use.
+`stack_environment` starts from the base environment it is given (`make up`:
+the launcher's own; the tests and the benchmark: theirs, `without_settings` of
+their own plus what they set), adds the stack's hosts, ports and paths, the
+limits derived by the settings object, deploy/defaults.env and the
+PROMETHEUS_* variables; a value the base sets wins where an operator may pin
+it. Nothing else is read: a variable of the launcher's own process that the
+base leaves out configures nothing. `render_configs` renders the same
+templates the containers use.
 """
 
 from __future__ import annotations
 
-import os
 import secrets
 import subprocess
 from collections.abc import Mapping
-from typing import Any
 
 from deploy import observability
 from deploy.envfile import read_env_file
 from deploy.layout import ROOT, Layout
-from service.env_names import env_name
+from service.env_names import has_settings_prefix
 from service.settings import Settings
 
 DEFAULTS_ENV = ROOT / "deploy" / "defaults.env"
 RENDER_SCRIPT = ROOT / "deploy" / "render-templates.sh"
 
 
-def stack_environment(layout: Layout, base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Every variable the templates and the app read, for this stack."""
-    base = dict(os.environ if base is None else base)
+def without_settings(environ: Mapping[str, str]) -> dict[str, str]:
+    """`environ` without any variable under a settings prefix (PATH, HOME, ... kept).
+
+    The base of a stack that only what it is given configures (a test's, the
+    benchmark's), whatever the shell that runs it exports.
+    """
+    return {key: value for key, value in environ.items() if not has_settings_prefix(key)}
+
+
+def stack_environment(layout: Layout, base: Mapping[str, str]) -> dict[str, str]:
+    """Every variable the templates and the app read, for this stack, from `base` alone.
+
+    Raises ValueError (the settings' own check) for inconsistent limits or a
+    name under a settings prefix that names nothing.
+    """
+    base = dict(base)
     p = layout.ports
     env = dict(base)
     env.update(
@@ -47,7 +61,7 @@ def stack_environment(layout: Layout, base: Mapping[str, str] | None = None) -> 
             "SLUICE_METRICS_MULTIPROC_DIR": str(layout.state / "metrics"),
         }
     )
-    settings = Settings(_env_file=None, **_settings_kwargs(env))  # type: ignore[call-arg]
+    settings = Settings.from_environ(env)
     # Derived limits, unless the base environment sets one explicitly (tests
     # and operators may pin a single knob; the settings check still applies).
     env.update({k: v for k, v in settings.limits.as_env().items() if k not in base})
@@ -78,6 +92,8 @@ def stack_environment(layout: Layout, base: Mapping[str, str] | None = None) -> 
         }
     )
     env.update(observability.environment(layout, env))
+    # What Gunicorn and the migrations will read, checked here before anything starts.
+    Settings.from_environ(env)
     return env
 
 
@@ -89,11 +105,6 @@ def _stack_secret(layout: Layout) -> str:
         path.write_text(secrets.token_urlsafe(48))
         path.chmod(0o600)
     return path.read_text().strip()
-
-
-def _settings_kwargs(env: Mapping[str, str]) -> dict[str, Any]:
-    """Settings read from `env` rather than the launcher's own environment."""
-    return {name: env[env_name(name)] for name in Settings.model_fields if env_name(name) in env}
 
 
 def render_configs(layout: Layout, env: Mapping[str, str]) -> None:

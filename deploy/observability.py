@@ -28,7 +28,6 @@ from deploy.layout import ROOT, Layout
 
 PROMETHEUS_DIR = ROOT / "deploy" / "prometheus"
 MTAIL_PROGS = PROMETHEUS_DIR / "mtail"
-START_TIMEOUT_S = 60
 
 # Keys of stack.env that `make up` / `make status` print, besides the launcher's own.
 URL_KEYS = (
@@ -72,9 +71,12 @@ def environment(layout: Layout, env: Mapping[str, str]) -> dict[str, str]:
 
 
 def executors(
-    layout: Layout, env: Mapping[str, str], *, log: Callable[[str], IO[str]]
+    layout: Layout, env: Mapping[str, str], *, log: Callable[[str], IO[str]], timeout_s: float
 ) -> list[tuple[str, HTTPExecutor]]:
-    """(name, executor) of the exporters and Prometheus, in start order; none started."""
+    """(name, executor) of the exporters and Prometheus, in start order; none started.
+
+    Each waits up to `timeout_s` for its readiness check.
+    """
     p = layout.ports
     user, db = env["SLUICE_DB_USER"], env["SLUICE_DB_NAME"]
 
@@ -83,7 +85,7 @@ def executors(
             argv,
             url=layout.url(name, "/-/ready" if name == "prometheus" else "/metrics"),
             method="GET",
-            timeout=START_TIMEOUT_S,
+            timeout=timeout_s,
             stop_signal=signal.SIGTERM,
             stdout=log(name),
             stderr=subprocess.STDOUT,

@@ -3,7 +3,8 @@
 `<state>/pids` has one line per service: name, PID and the process's create
 time, so a PID the kernel has since reused is never mistaken for ours.
 `down`, `clean`, `status` and the next start read it; nothing else is used to
-find a stack's processes.
+find a stack's processes. `<state>/supervisor.pid` is `make up`'s supervisor,
+recognised by its command line.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from collections.abc import Mapping
 import psutil
 
 from deploy.layout import Layout
+
+# How deploy/commands.py starts the supervisor: `python -m deploy supervise ...`.
+SUPERVISOR_COMMAND = "-m deploy supervise"
 
 
 def record(layout: Layout, pids: Mapping[str, int]) -> None:
@@ -67,3 +71,16 @@ def reap(layout: Layout) -> None:
         with contextlib.suppress(psutil.Error):
             proc.kill()
     layout.pids_file.unlink(missing_ok=True)
+
+
+def supervisor(layout: Layout) -> psutil.Process | None:
+    """The running supervisor of `make up` for this state directory, if there is one."""
+    try:
+        pid = int(layout.supervisor_pid.read_text())
+        proc = psutil.Process(pid)
+    except (OSError, ValueError, psutil.Error):
+        return None
+    with contextlib.suppress(psutil.Error):
+        if proc.is_running() and SUPERVISOR_COMMAND in " ".join(proc.cmdline()):
+            return proc
+    return None

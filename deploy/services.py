@@ -14,16 +14,17 @@ import subprocess
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import IO
 
 from mirakuru import Executor, HTTPExecutor, TCPExecutor
 
 from deploy import database, observability
 from deploy.binaries import as_db_user, binary
-from deploy.errors import StackError
+from deploy.errors import StackError, tail
 from deploy.layout import ROOT, Layout
 
+# How long each service may take to become ready (PostgreSQL's recovery, the
+# migrations' first connection); `up` waits for the whole stack a few times that.
 START_TIMEOUT_S = 90
 
 
@@ -66,7 +67,7 @@ def services(
                 stderr=subprocess.STDOUT,
             ),
             prepare=lambda: database.init_cluster(layout),
-            ready=lambda: database.wait_accepting(layout),
+            ready=lambda: database.wait_accepting(layout, timeout_s=START_TIMEOUT_S),
         ),
         Service(
             "pgbouncer",
@@ -120,7 +121,7 @@ def services(
             prepare=lambda: _check_nginx_config(nginx),
         ),
     ]
-    extra = observability.executors(layout, env, log=log)
+    extra = observability.executors(layout, env, log=log, timeout_s=START_TIMEOUT_S)
     return path + [Service(name, executor) for name, executor in extra]
 
 
@@ -149,11 +150,3 @@ def _check_nginx_config(nginx: list[str]) -> None:
     check = subprocess.run([*nginx, "-t", "-q"], capture_output=True, text=True, check=False)
     if check.returncode != 0:
         raise StackError(f"nginx config invalid:\n{check.stderr}")
-
-
-def tail(path: Path, lines: int = 30) -> str:
-    """The last `lines` of a log file, for error messages."""
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"

@@ -1,9 +1,7 @@
 """The local stack: Sluice's whole request path from host binaries.
 
-    with Stack(layout, environ=...) as running:   # in-process: tests, benchmark
+    with Stack(layout, environ=...) as running:   # in-process: tests, benchmark, `make up`
         running.url, running.database_url, running.pid("postgres"), ...
-
-    python -m deploy.stack up | down | status | clean [--all]   # make up|down|status|clean
 
 `Stack` renders the same config templates the containers use, starts
 PostgreSQL (its own cluster in the database directory, deploy/database.py),
@@ -13,44 +11,30 @@ check), records their PIDs and yields a `RunningStack`; leaving the `with`
 stops them all, in reverse order. Ports are SLUICE_PORT_BASE + the offsets in
 deploy/layout.py, so stacks with different bases run side by side.
 
-`up` starts a supervisor in the background (`supervise`), which does
-`with Stack(layout) as running`, writes `<state>/stack.env` and waits for
-SIGTERM. It restarts nothing: a service that exits on its own is reported
-once in logs/supervisor.log, the others keep running, and `status` lists it
-as exited (exit status 1) until `down`. `down` signals the supervisor and
-then makes sure every PID it recorded is gone; `clean` stops the stack and
-removes its state.
+`make up|down|status|clean` are `python -m deploy ...` (deploy/commands.py),
+whose background supervisor (deploy/supervisor.py) runs this same `Stack`.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
-import select
-import shutil
 import signal
-import subprocess
 import sys
-import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import IO
 
-import psutil
 from mirakuru.exceptions import ProcessFinishedWithError
 
-from deploy import database, observability, pidfile
-from deploy.envfile import read_env_file, write_env_file
+from deploy import database, pidfile
 from deploy.environment import render_configs, stack_environment
-from deploy.errors import StackError
-from deploy.layout import DB_ROOT, ROOT, Layout, layout_from_env, switches_user
-from deploy.services import START_TIMEOUT_S, services, tail
-
-# What stack.env publishes of the environment (secrets and passwords never).
-_PUBLISHED_PREFIXES = ("SLUICE_", "NGINX_", "PGBOUNCER_", "POSTGRES_")
+from deploy.errors import StackError, tail
+from deploy.layout import Layout
+from deploy.services import services
+from service.env_names import has_settings_prefix
 
 
 class RunningStack:
@@ -93,7 +77,11 @@ class RunningStack:
 
     @property
     def env(self) -> dict[str, str]:
-        """What stack.env publishes: URLs, ports, settings and PIDs, no secrets."""
+        """What stack.env publishes: URLs, ports, settings and PIDs, no secrets.
+
+        Each name is a setting or listed in service/env_check.py, so a shell
+        that sources stack.env passes the settings' check.
+        """
         p, env = self.layout.ports, self.environment
         values = {
             "SLUICE_URL": self.layout.url("nginx"),
@@ -115,7 +103,7 @@ class RunningStack:
         values.update({f"SLUICE_PID_{name.upper()}": str(pid) for name, pid in self.pids.items()})
         for key, value in env.items():
             secret = "PASSWORD" in key or "SECRET" in key
-            if key.startswith(_PUBLISHED_PREFIXES) and not secret:
+            if has_settings_prefix(key) and not secret:
                 values.setdefault(key, value)
         return values
 
@@ -169,13 +157,24 @@ class RunningStack:
                 found[name] = process.returncode
         return found
 
-    def _start_all(self) -> None:
-        for service in self._services.values():
-            if service.prepare is not None:
-                service.prepare()
-            self.start_service(service.name)
+    def start_all(self, *, on_ready: Callable[[str, float], None] | None = None) -> None:
+        """Prepare and start every service, in order, each waiting until it is ready.
 
-    def _stop_all(self) -> None:
+        `on_ready(name, seconds)` after each; a failure names the service.
+        """
+        for service in self._services.values():
+            began = time.monotonic()
+            if service.prepare is not None:
+                try:
+                    service.prepare()
+                except Exception as exc:
+                    raise StackError(f"{service.name} could not start: {exc}") from exc
+            self.start_service(service.name)
+            if on_ready is not None:
+                on_ready(service.name, time.monotonic() - began)
+
+    def stop_all(self) -> None:
+        """Stop every started service in reverse order, forget their PIDs, close the logs."""
         for name in reversed(self._started):
             try:
                 self.stop_service(name)
@@ -191,7 +190,7 @@ class RunningStack:
         self._logs.clear()
 
     def _open_log(self, name: str) -> IO[str]:
-        log = open(self.layout.log(name), "a", buffering=1)  # noqa: SIM115 - closed by _stop_all
+        log = open(self.layout.log(name), "a", buffering=1)  # noqa: SIM115 - closed by stop_all
         self._logs.append(log)
         return log
 
@@ -199,25 +198,33 @@ class RunningStack:
 class Stack:
     """A local stack as a context manager: `with Stack(layout) as running: ...`.
 
-    `environ` is the environment the stack is configured from (default: this
-    process's); an inconsistent configuration raises ValueError here, before
-    anything starts. Entering stops what an earlier owner of the same state
+    `environ` is the environment the stack is configured from, and the only
+    one (deploy/environment.py); an inconsistent configuration raises
+    ValueError here, before anything starts. `on_ready(name, seconds)` is
+    called as each service becomes ready. Entering stops what an earlier owner of the same state
     directory left running (by recorded PID), then starts every service;
     leaving stops them in reverse order and closes their logs.
     """
 
-    def __init__(self, layout: Layout, *, environ: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        layout: Layout,
+        *,
+        environ: Mapping[str, str],
+        on_ready: Callable[[str, float], None] | None = None,
+    ) -> None:
         self.layout = layout
         self.environment = stack_environment(layout, environ)
+        self._on_ready = on_ready
         self._running: RunningStack | None = None
 
     def __enter__(self) -> RunningStack:
         layout = self.layout
-        owner = _supervisor_alive(layout)
+        owner = pidfile.supervisor(layout)
         if owner is not None and owner.pid != os.getpid():
             raise StackError(
                 f"{layout.state} is the stack of supervisor {owner.pid}: "
-                f"`SLUICE_STATE_DIR={layout.state} python -m deploy.stack down` first"
+                f"`SLUICE_STATE_DIR={layout.state} python -m deploy down` first"
             )
         for directory in (layout.state, layout.logs, layout.nginx_tmp):
             directory.mkdir(mode=0o755, parents=True, exist_ok=True)
@@ -227,9 +234,9 @@ class Stack:
         running = RunningStack(layout, self.environment)
         self._running = running
         try:
-            running._start_all()
+            running.start_all(on_ready=self._on_ready)
         except BaseException:
-            running._stop_all()
+            running.stop_all()
             raise
         return running
 
@@ -240,253 +247,5 @@ class Stack:
         traceback: TracebackType | None,
     ) -> None:
         if self._running is not None:
-            self._running._stop_all()
+            self._running.stop_all()
             self._running = None
-
-
-# --------------------------------------------------------------------------
-# Commands
-
-
-def supervise(layout: Layout, ready_fd: int) -> int:
-    """In the background: run the stack, publish stack.env, report, wait for SIGTERM."""
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    layout.state.mkdir(parents=True, exist_ok=True)
-    layout.supervisor_pid.write_text(f"{os.getpid()}\n")
-    ready = os.fdopen(ready_fd, "w")
-    try:
-        with Stack(layout) as running:
-            write_env_file(layout.env_file, running.env)
-            ready.write("READY\n")
-            ready.close()
-            reported: set[str] = set()
-            while not stop.wait(1.0):
-                for name, code in running.exited().items():
-                    if name not in reported:
-                        reported.add(name)
-                        print(
-                            f"{name} exited unexpectedly (status {code}); not restarted, "
-                            "the others keep running; `make down` stops them",
-                            file=sys.stderr,
-                            flush=True,
-                        )
-        return 0
-    except Exception as exc:
-        if not ready.closed:
-            ready.write(f"FAILED {exc}\n")
-            ready.close()
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        layout.supervisor_pid.unlink(missing_ok=True)
-        layout.env_file.unlink(missing_ok=True)
-
-
-def _supervisor_alive(layout: Layout) -> psutil.Process | None:
-    try:
-        pid = int(layout.supervisor_pid.read_text())
-        proc = psutil.Process(pid)
-    except (OSError, ValueError, psutil.Error):
-        return None
-    if proc.is_running() and "deploy.stack" in " ".join(proc.cmdline()):
-        return proc
-    return None
-
-
-def up(layout: Layout) -> int:
-    if _supervisor_alive(layout) and layout.env_file.exists():
-        print(f"Sluice stack already running (state {layout.state}).")
-        return status(layout)
-    pidfile.reap(layout)
-    try:
-        stack_environment(layout)  # refuse inconsistent settings before starting anything
-    except ValueError as exc:
-        raise StackError(f"configuration refused: {exc}") from exc
-    layout.logs.mkdir(parents=True, exist_ok=True)
-    read_fd, write_fd = os.pipe()
-    started = time.monotonic()
-    with open(layout.log("supervisor"), "a") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "deploy.stack", "supervise", "--ready-fd", str(write_fd)],
-            cwd=ROOT,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            pass_fds=(write_fd,),
-            start_new_session=True,
-            env=dict(
-                os.environ,
-                SLUICE_STATE_DIR=str(layout.state),
-                SLUICE_PORT_BASE=str(layout.port_base),
-            ),
-        )
-    os.close(write_fd)
-    message = _read_line(read_fd, timeout=START_TIMEOUT_S * 4)
-    os.close(read_fd)
-    if message != "READY":
-        if proc.poll() is None:
-            proc.terminate()
-            proc.wait(timeout=60)
-        print(
-            f"Sluice stack failed to start: {message or 'no answer from the supervisor'}",
-            file=sys.stderr,
-        )
-        print(f"Logs: {layout.logs}", file=sys.stderr)
-        return 1
-    print(f"Sluice stack up in {time.monotonic() - started:.1f}s")
-    return status(layout)
-
-
-def _read_line(fd: int, timeout: float) -> str:
-    deadline = time.monotonic() + timeout
-    data = b""
-    while not data.endswith(b"\n"):
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
-            return "timed out waiting for the supervisor"
-        chunk = os.read(fd, 4096)
-        if not chunk:
-            break
-        data += chunk
-    return data.decode(errors="replace").strip()
-
-
-def _stop(layout: Layout) -> None:
-    supervisor = _supervisor_alive(layout)
-    if supervisor is not None:
-        supervisor.terminate()
-        try:
-            supervisor.wait(timeout=120)
-        except psutil.TimeoutExpired:
-            supervisor.kill()
-    pidfile.reap(layout)
-    layout.supervisor_pid.unlink(missing_ok=True)
-    layout.env_file.unlink(missing_ok=True)
-
-
-def down(layout: Layout) -> int:
-    _stop(layout)
-    kept = layout.state if layout.db_dir == layout.state else f"{layout.state} and {layout.db_dir}"
-    print(f"Sluice stack down (state kept in {kept}; `make clean` removes it).")
-    return 0
-
-
-def clean(layout: Layout, *, everything: bool = False) -> int:
-    """Stop the stack and remove its state and database directories.
-
-    With `everything` (`make clean`), also `<checkout>/.sluice` and every
-    `<checkout>/.sluice-*` stack (test and benchmark stacks), and database
-    directories under DB_ROOT whose state directory in this checkout is gone.
-    """
-    states = [layout.state]
-    if everything:
-        states += [ROOT / ".sluice", *sorted(ROOT.glob(".sluice-*"))]
-        states += _orphaned_states()
-    ok = True
-    for state in dict.fromkeys(states):
-        ok &= _remove_stack(Layout(state=state, port_base=layout.port_base))
-    return 0 if ok else 1
-
-
-def _remove_stack(layout: Layout) -> bool:
-    dirs = [d for d in dict.fromkeys((layout.state, layout.db_dir, layout.nginx_tmp)) if d.is_dir()]
-    dirs = [d for d in dirs if not d.is_symlink()]
-    if not dirs:
-        return True
-    _stop(layout)
-    running = [proc.pid for _, proc in pidfile.alive(layout)]
-    running += [
-        proc.pid
-        for pgdata in {layout.pgdata, layout.state / "pgdata"}
-        if (proc := database.postmaster(pgdata)) is not None
-    ]
-    if running:
-        print(f"not removing {layout.state}: still running: pids {running}", file=sys.stderr)
-        return False
-    for path in dirs:
-        shutil.rmtree(path)
-    print("removed " + " and ".join(str(d) for d in dirs))
-    return True
-
-
-def _orphaned_states() -> list[Path]:
-    """State paths in this checkout that no longer exist but whose db_dir does."""
-    if not switches_user() or not DB_ROOT.is_dir():
-        return []
-    found = []
-    for db_dir in sorted(DB_ROOT.iterdir()):
-        try:
-            state = Path((db_dir / "state-dir").read_text().strip())
-        except OSError:
-            continue
-        layout = Layout(state=state, port_base=0)
-        if state.is_relative_to(ROOT) and not state.exists() and layout.db_dir == db_dir:
-            found.append(state)
-    return found
-
-
-def status(layout: Layout) -> int:
-    """The supervisor, each recorded service and the URLs; exit 1 if a service exited."""
-    supervisor = _supervisor_alive(layout)
-    if supervisor is None:
-        print(f"Sluice stack not running (port base {layout.port_base}).")
-        return 3
-    print(f"supervisor  pid {supervisor.pid}")
-    exited = []
-    for name, pid, proc in pidfile.recorded(layout):
-        print(f"{name:20} pid {pid:<8} {'running' if proc is not None else 'exited'}")
-        if proc is None:
-            exited.append(name)
-    print()
-    published = _published(layout)
-    for key in (
-        "SLUICE_URL",
-        "SLUICE_METRICS_URL",
-        "SLUICE_PROMETHEUS_URL",
-        *observability.URL_KEYS,
-        "SLUICE_DATABASE_URL",
-        "SLUICE_PGBOUNCER_URL",
-    ):
-        print(f"{key:24} {published.get(key, '-')}")
-    print(f"{'docs':24} {layout.url('nginx', '/docs')}")
-    print(f"{'logs':24} {layout.logs}")
-    if layout.db_dir != layout.state:
-        print(f"{'database files':24} {layout.db_dir}  (PostgreSQL data, sockets, configs)")
-    print(f"{'env':24} {layout.env_file}  (source it: . {layout.env_file})")
-    if exited:
-        print(f"exited: {', '.join(exited)} (see {layout.log('supervisor')}; `make down`)")
-        return 1
-    return 0
-
-
-def _published(layout: Layout) -> dict[str, str]:
-    try:
-        return read_env_file(layout.env_file)
-    except OSError:
-        return {}
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m deploy.stack", description=__doc__)
-    parser.add_argument("command", choices=["up", "down", "status", "clean", "supervise"])
-    parser.add_argument("--ready-fd", type=int)
-    parser.add_argument(
-        "--all", action="store_true", help="clean: also every .sluice* stack of this checkout"
-    )
-    args = parser.parse_args(argv)
-    layout = layout_from_env()
-    try:
-        if args.command == "supervise":
-            return supervise(layout, args.ready_fd)
-        if args.command == "clean":
-            return clean(layout, everything=args.all)
-        return {"up": up, "down": down, "status": status}[args.command](layout)
-    except StackError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -8,7 +8,7 @@ from alembic import context
 from sqlalchemy import create_engine, pool
 
 from service.models import Base
-from service.settings import Settings
+from service.settings import get_settings
 
 config = context.config
 if config.config_file_name is not None:
@@ -16,7 +16,7 @@ if config.config_file_name is not None:
 
 
 def run_migrations_online() -> None:
-    url = config.attributes.get("database_url") or Settings().database_url
+    url = config.attributes.get("database_url") or get_settings().database_url
     engine = create_engine(url, poolclass=pool.NullPool)
     with engine.connect() as connection:
         context.configure(connection=connection, target_metadata=Base.metadata)

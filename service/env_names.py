@@ -7,10 +7,18 @@ and the app read the same variable. Every other setting is the app's own.
 
 from __future__ import annotations
 
+APP_PREFIX = "SLUICE_"
 TEMPLATE_PREFIXES = ("nginx_", "pgbouncer_", "postgres_")
+# Every variable under one of these prefixes is a setting or a name
+# service/env_check.py knows; anything else there is refused as a typo.
+ENV_PREFIXES = (APP_PREFIX, *(prefix.upper() for prefix in TEMPLATE_PREFIXES))
 
 
 def env_name(name: str) -> str:
     """max_in_flight -> SLUICE_MAX_IN_FLIGHT; nginx_max_conns -> NGINX_MAX_CONNS."""
     upper = name.upper()
-    return upper if name.startswith(TEMPLATE_PREFIXES) else f"SLUICE_{upper}"
+    return upper if name.startswith(TEMPLATE_PREFIXES) else f"{APP_PREFIX}{upper}"
+
+
+def has_settings_prefix(variable: str) -> bool:
+    return variable.startswith(ENV_PREFIXES)

@@ -55,7 +55,7 @@ def error_response(
 
     An ASGI app too, so the middlewares (admission, the probe port) send it as it is.
     """
-    merged = dict(headers or {})
+    merged = {**(headers or {}), **error.headers()}
     if error.retryable:
         merged["Retry-After"] = str(retry_after_s)
     return JSONResponse(

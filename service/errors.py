@@ -17,6 +17,10 @@ class SluiceError(Exception):
         if reason is not None:
             self.reason = reason
 
+    def headers(self) -> dict[str, str]:
+        """Headers this answer carries besides Retry-After."""
+        return {}
+
 
 class NotFound(SluiceError):
     status_code = 404
@@ -25,9 +29,31 @@ class NotFound(SluiceError):
 
 
 class Unauthorized(SluiceError):
+    """401 with RFC 6750's challenge, which OAuth2 clients look for.
+
+    `token_sent`: a bearer token came and was refused (error="invalid_token",
+    whatever the reason: expired, forged, unknown user); without one, the bare
+    challenge, as the RFC asks of a request that did not try.
+    """
+
     status_code = 401
     reason = "unauthorized"
     detail = "Could not validate credentials."
+
+    def __init__(
+        self, detail: str | None = None, *, reason: str | None = None, token_sent: bool = True
+    ) -> None:
+        super().__init__(detail, reason=reason)
+        self.token_sent = token_sent
+
+    def headers(self) -> dict[str, str]:
+        if not self.token_sent:
+            return {"WWW-Authenticate": "Bearer"}
+        # error_description allows printable ASCII but '"' and '\\' (RFC 6750 3).
+        description = "".join(c for c in self.detail if " " <= c <= "~" and c not in '"\\')
+        return {
+            "WWW-Authenticate": f'Bearer error="invalid_token", error_description="{description}"'
+        }
 
 
 class Forbidden(SluiceError):

@@ -1,12 +1,15 @@
-"""The one settings object: read from the environment (and Docker secrets) once.
+"""The one settings object: read once from an environment (and Docker secrets).
 
+`Settings.from_environ(environ)` reads exactly the mapping it is given (the
+launcher, the tests and the benchmark pass the environment of the stack they
+configure); `get_settings()` is that for this process's own environment.
+`Settings(**fields)` takes fields by name and reads no environment at all.
 Components receive `Settings` or its fields; nothing else reads `os.environ`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
 from collections.abc import Mapping
 from functools import cached_property, lru_cache
@@ -14,79 +17,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import AliasGenerator, Field, SecretStr, model_validator
-from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
 
+from service.env_check import refuse_unknown
 from service.env_names import env_name
-from service.sizing import Sizing, SizingInputs, check, derive
+from service.sizing import Sizing, SizingInputs, available_cpus, check, derive
 
 DEFAULT_SECRET = "changethis-local-development-only-secret-key"
 DEFAULT_DB_PASSWORDS = frozenset({"", "changethis", "postgres", "password", "sluice"})
 _SECRETS_DIR = Path("/run/secrets")
-
-
-# SLUICE_* variables that are not settings: the local stack's own (deploy/stack.py,
-# and the stack.env it writes, which users source) and compose's interpolation.
-NOT_SETTINGS = frozenset(
-    {"SLUICE_STATE_DIR", "SLUICE_PORT_BASE", "SLUICE_SUPERVISOR_PID"}
-    | {"SLUICE_IMAGE", "SLUICE_HTTP_BIND", "SLUICE_HTTP_PORT"}
-)
-_NOT_SETTINGS_PREFIXES = ("SLUICE_PID_",)
-_NOT_SETTINGS_SUFFIXES = ("_URL",)
-
-
-# Settings that one limit replaced; the close-match hint would point elsewhere.
-REMOVED = {
-    "SLUICE_DB_POOL_SIZE": "SLUICE_MAX_IN_FLIGHT sets the pool size",
-    "SLUICE_THREADPOOL_TOKENS": "SLUICE_MAX_IN_FLIGHT sets the threadpool size",
-}
-
-
-class UnknownSetting(ValueError):
-    pass
-
-
-def refuse_unknown(environ: Mapping[str, str], valid: frozenset[str]) -> None:
-    """A misspelt or removed SLUICE_* variable would be ignored: refuse it, naming the fix."""
-    unknown = sorted(
-        key
-        for key in environ
-        if key.startswith("SLUICE_")
-        and key not in valid
-        and key not in NOT_SETTINGS
-        and not key.startswith(_NOT_SETTINGS_PREFIXES)
-        and not key.endswith(_NOT_SETTINGS_SUFFIXES)
-    )
-    if not unknown:
-        return
-    problems = []
-    for key in unknown:
-        close = difflib.get_close_matches(key, sorted(valid), n=1, cutoff=0.6)
-        if key in REMOVED:
-            hint = f"removed: {REMOVED[key]}"
-        elif close:
-            hint = f"did you mean {close[0]}?"
-        else:
-            hint = "see .env.example for every setting"
-        problems.append(f"{key} ({hint})")
-    raise UnknownSetting("unknown setting: " + "; ".join(problems))
-
-
-class _UnknownVariables(PydanticBaseSettingsSource):
-    """Contributes no values; refuses SLUICE_* variables that name no setting."""
-
-    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        return None, field_name, False
-
-    def __call__(self) -> dict[str, Any]:
-        names = getattr(self.settings_cls, "environment_names", None)
-        if names is not None:
-            refuse_unknown(os.environ, names())
-        return {}
 
 
 class Settings(BaseSettings):
@@ -96,8 +39,8 @@ class Settings(BaseSettings):
         validate_by_name=True,
         validate_by_alias=True,
         env_file=None,
-        extra="ignore",
-        secrets_dir=str(_SECRETS_DIR) if _SECRETS_DIR.is_dir() else None,
+        # A misspelt field name is refused, like a misspelt variable.
+        extra="forbid",
         frozen=True,
         # A refused secret must not be echoed into the logs by the error itself.
         hide_input_in_errors=True,
@@ -115,14 +58,14 @@ class Settings(BaseSettings):
     db_password: SecretStr = SecretStr("sluice")
     db_name: str = "sluice"
 
-    # Sizing inputs (docs/sizing.md).
-    cpu_cores: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
-    db_connection_budget: int = Field(default=8, ge=1)
-    target_latency_ms: int = Field(default=250, ge=1)
-    request_deadline_ms: int = Field(default=5000, ge=1)
-    service_time_ms: float = Field(default=50.0, gt=0)
-    cpu_share: float = Field(default=0.5, gt=0, le=1)
-    replicas: int = Field(default=1, ge=1)
+    # Sizing inputs (docs/sizing.md); their defaults are SizingInputs'.
+    cpu_cores: int = Field(default_factory=available_cpus, ge=1)
+    db_connection_budget: int = Field(default=SizingInputs.db_connection_budget, ge=1)
+    target_latency_ms: int = Field(default=SizingInputs.target_latency_ms, ge=1)
+    request_deadline_ms: int = Field(default=SizingInputs.request_deadline_ms, ge=1)
+    service_time_ms: float = Field(default=SizingInputs.service_time_ms, gt=0)
+    cpu_share: float = Field(default=SizingInputs.cpu_share, gt=0, le=1)
+    replicas: int = Field(default=SizingInputs.replicas, ge=1)
 
     # Explicit overrides of derived limits, named as the Sizing fields they
     # replace; unset means "derive".
@@ -177,13 +120,24 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (
-            _UnknownVariables(settings_cls),
-            init_settings,
-            env_settings,
-            dotenv_settings,
-            file_secret_settings,
-        )
+        # No environment source: from_environ reads the mapping it is given.
+        return (init_settings, file_secret_settings)
+
+    @classmethod
+    def from_environ(
+        cls, environ: Mapping[str, str], *, secrets_dir: Path | None = None
+    ) -> Settings:
+        """The settings `environ` sets (and the files in `secrets_dir`), nothing else.
+
+        A name under a settings prefix that is neither a setting nor a known
+        variable is refused with the closest valid name (service/env_check.py).
+        A variable wins over a secret file of the same setting.
+        """
+        refuse_unknown(environ, cls.environment_names())
+        values: dict[str, Any] = {
+            name: environ[env_name(name)] for name in cls.model_fields if env_name(name) in environ
+        }
+        return cls(_secrets_dir=secrets_dir, **values)
 
     @classmethod
     def environment_names(cls) -> frozenset[str]:
@@ -259,4 +213,7 @@ class Settings(BaseSettings):
 
 @lru_cache
 def get_settings() -> Settings:
-    return Settings()
+    """This process's settings: its environment and Docker secrets, read once."""
+    return Settings.from_environ(
+        os.environ, secrets_dir=_SECRETS_DIR if _SECRETS_DIR.is_dir() else None
+    )

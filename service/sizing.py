@@ -1,16 +1,20 @@
 """Derive every limit in the request path from a few inputs.
 
-The chain (DESIGN.md) only holds if its bounds agree with each other, so they
-are computed in one place. The reasoning, with Little's law, is in
-docs/sizing.md; `python -m service.sizing` prints the derived values.
+The chain of bounded queues (README, "Architecture") only holds if its bounds
+agree with each other, so they are computed in one place. The reasoning, with
+Little's law, is in docs/sizing.md; `python -m service.sizing` prints the
+derived values. `SizingInputs` declares the inputs' defaults, once: the
+settings object and the command line read them from there.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, Field, asdict, dataclass, field, fields
+from typing import Any
 
 from service.env_names import env_name
 
@@ -19,9 +23,24 @@ class SizingError(ValueError):
     """An inconsistent set of limits; the message names the numbers and the fix."""
 
 
+def available_cpus() -> int:
+    """The CPUs this process may run on: what one app replica's workers can use.
+
+    The affinity mask, not os.cpu_count(): under `taskset` or a cpuset (a
+    container's --cpuset-cpus, Kubernetes' static CPU manager) the machine's
+    count would start a worker per core the process may never run on. A CPU
+    quota (`--cpus`, a Kubernetes limit) shows in neither: deployments with one
+    set SLUICE_CPU_CORES (deploy/sizing.env).
+    """
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 @dataclass(frozen=True)
 class SizingInputs:
-    cpu_cores: int = 2
+    # The one default of every input (docs/sizing.md).
+    cpu_cores: int = field(default_factory=available_cpus)
     db_connection_budget: int = 8
     target_latency_ms: int = 250
     request_deadline_ms: int = 5000
@@ -217,31 +236,26 @@ def check(limits: Sizing, *, replicas: int) -> None:
         raise SizingError("inconsistent limits:\n  - " + "\n  - ".join(problems))
 
 
+def _default_help(declared: Field[Any]) -> str:
+    if declared.default_factory is not MISSING:
+        return f"default: {declared.default_factory()} here"
+    return f"default: {'derived' if declared.default is None else declared.default}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Print Sluice's derived limits.")
-    parser.add_argument("--cpu-cores", type=int, default=SizingInputs.cpu_cores)
-    parser.add_argument(
-        "--db-connection-budget", type=int, default=SizingInputs.db_connection_budget
-    )
-    parser.add_argument("--target-latency-ms", type=int, default=SizingInputs.target_latency_ms)
-    parser.add_argument("--request-deadline-ms", type=int, default=SizingInputs.request_deadline_ms)
-    parser.add_argument("--service-time-ms", type=float, default=SizingInputs.service_time_ms)
-    parser.add_argument("--cpu-share", type=float, default=SizingInputs.cpu_share)
-    parser.add_argument("--replicas", type=int, default=SizingInputs.replicas)
-    parser.add_argument("--format", choices=["env", "table"], default="env")
-    args = parser.parse_args(argv)
-    sizing = derive(
-        SizingInputs(
-            cpu_cores=args.cpu_cores,
-            db_connection_budget=args.db_connection_budget,
-            target_latency_ms=args.target_latency_ms,
-            request_deadline_ms=args.request_deadline_ms,
-            service_time_ms=args.service_time_ms,
-            cpu_share=args.cpu_share,
-            replicas=args.replicas,
+    # Every input SizingInputs declares; an option left out takes its default there.
+    for declared in fields(SizingInputs):
+        parser.add_argument(
+            f"--{declared.name.replace('_', '-')}",
+            type=float if declared.type == "float" else int,
+            help=_default_help(declared),
         )
-    )
-    if args.format == "env":
+    parser.add_argument("--format", choices=["env", "table"], default="env")
+    args = vars(parser.parse_args(argv))
+    output = args.pop("format")
+    sizing = derive(SizingInputs(**{k: v for k, v in args.items() if v is not None}))
+    if output == "env":
         for key, value in sizing.as_env().items():
             sys.stdout.write(f"{key}={value}\n")
     else:

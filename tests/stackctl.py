@@ -2,7 +2,7 @@
 
 Most tests only need a running stack and get one from `local_stack`; the
 tests of the launcher itself (`make up`, refusals at start-up) run
-`python -m deploy.stack` through `launcher`.
+`python -m deploy` through `launcher`.
 """
 
 from __future__ import annotations
@@ -13,29 +13,44 @@ import subprocess
 import sys
 from collections.abc import Iterator, Mapping
 
+from deploy.environment import without_settings
 from deploy.layout import ROOT, Layout
 from deploy.stack import RunningStack, Stack
 
 # Added to every test stack's port base (and named in its state directory), so
 # two test runs can share a machine: `TESTS_PORT_SHIFT=1000 pytest ...`.
 PORT_SHIFT = int(os.environ.get("TESTS_PORT_SHIFT", "0"))
-# The launcher's variables: a test stack is configured by its overrides alone.
-_STACK_PREFIXES = ("SLUICE_", "NGINX_", "PGBOUNCER_", "POSTGRES_")
 
-__all__ = ["PORT_SHIFT", "ROOT", "RunningStack", "launcher", "local_stack", "run_gunicorn"]
+__all__ = [
+    "PORT_SHIFT",
+    "ROOT",
+    "RunningStack",
+    "clean_environ",
+    "launcher",
+    "local_stack",
+    "run_gunicorn",
+]
+
+
+def clean_environ(**overrides: str) -> dict[str, str]:
+    """This process's environment without any settings variable, plus `overrides`.
+
+    What a test gives a stack or a process it starts: a limit exported in the
+    shell that runs pytest configures nothing there.
+    """
+    return without_settings(os.environ) | overrides
 
 
 @contextlib.contextmanager
 def local_stack(name: str, port_base: int, **overrides: str) -> Iterator[RunningStack]:
     """A stack in `.sluice-test-<name>` on `port_base` (+ TESTS_PORT_SHIFT), stopped on exit.
 
-    Configured from this process's environment without any stack variables,
-    plus SLUICE_ENVIRONMENT=test and `overrides`. Processes a crashed earlier
-    run left in the same state directory are stopped first (by recorded PID).
+    Configured by SLUICE_ENVIRONMENT=test and `overrides` alone (`clean_environ`).
+    Processes a crashed earlier run left in the same state directory are
+    stopped first (by recorded PID).
     """
     state = ROOT / (f".sluice-test-{name}" + (f"-{PORT_SHIFT}" if PORT_SHIFT else ""))
-    environ = {k: v for k, v in os.environ.items() if not k.startswith(_STACK_PREFIXES)}
-    environ.update(SLUICE_ENVIRONMENT="test", **overrides)
+    environ = clean_environ(SLUICE_ENVIRONMENT="test", **overrides)
     with Stack(Layout(state=state, port_base=port_base + PORT_SHIFT), environ=environ) as running:
         yield running
 
@@ -49,8 +64,8 @@ def _run(
 
 
 def launcher(command: str, env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
-    """`python -m deploy.stack <command>` with this environment."""
-    return _run([sys.executable, "-m", "deploy.stack", command], env, timeout=600)
+    """`python -m deploy <command>` with this environment."""
+    return _run([sys.executable, "-m", "deploy", command], env, timeout=600)
 
 
 def run_gunicorn(env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:

@@ -80,7 +80,8 @@ async def get_current_user(
     """The token is checked here; the user is loaded in the endpoint's thread."""
     if not token:
         raise Unauthorized(
-            "Not authenticated; send a bearer token from /api/v1/login/access-token."
+            "Not authenticated; send a bearer token from /api/v1/login/access-token.",
+            token_sent=False,
         )
     user_id = decode_access_token(token, settings=settings)
     return InEndpointThread(lambda: _load_user(session, user_id))

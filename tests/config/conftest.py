@@ -43,5 +43,5 @@ def compose_model(staging_env_file: Path) -> dict[str, Any]:
 def template_dirs() -> list[Path]:
     """The template directories the local-stack launcher renders."""
     dirs = deployment.local_stack_template_dirs()
-    assert dirs, "deploy.stack.render_configs rendered nothing"
+    assert dirs, "deploy.environment.render_configs rendered nothing"
     return dirs

@@ -118,9 +118,7 @@ def local_stack_template_dirs() -> list[Path]:
     """The template directories `deploy.environment.render_configs` renders, as it runs."""
     calls: list[list[str]] = []
     layout = Layout(state=Path("/nonexistent-sluice-state"), port_base=1)
-    with mock.patch.object(
-        environment.subprocess, "run", side_effect=lambda argv, **_: calls.append(argv)
-    ):
+    with mock.patch.object(subprocess, "run", side_effect=lambda argv, **_: calls.append(argv)):
         environment.render_configs(layout, {})
     return sorted(Path(argv[1]) for argv in calls)
 
@@ -128,8 +126,9 @@ def local_stack_template_dirs() -> list[Path]:
 def local_stack_environment(state: Path) -> dict[str, str]:
     """The variables the launcher sets (beyond the inherited environment)."""
     layout = Layout(state=state, port_base=24900)
-    env = environment.stack_environment(layout)
-    return {k: v for k, v in env.items() if k not in os.environ or os.environ[k] != v}
+    base = environment.without_settings(os.environ)
+    env = environment.stack_environment(layout, base)
+    return {k: v for k, v in env.items() if k not in base or base[k] != v}
 
 
 def template_variables(directory: Path) -> set[str]:
@@ -175,9 +174,7 @@ def settings_from_env(env: Mapping[str, str]) -> Any:
     """Build (and so validate) the settings object from a container's environment."""
     from service.settings import Settings
 
-    names = settings_names()
-    kwargs = {names[key]: value for key, value in env.items() if key in names}
-    return Settings(_env_file=None, **kwargs)  # type: ignore[call-arg]
+    return Settings.from_environ(env)
 
 
 def app_get_paths() -> set[str]:
@@ -185,7 +182,7 @@ def app_get_paths() -> set[str]:
     from service.main import create_app
     from service.settings import Settings
 
-    app = create_app(Settings(_env_file=None))  # type: ignore[call-arg]
+    app = create_app(Settings())
     return {path for path, ops in app.openapi()["paths"].items() if "get" in ops}
 
 

@@ -89,7 +89,8 @@ def container_env(container: dict[str, Any], docs: list[dict[str, Any]]) -> dict
 def _container(docs: list[dict[str, Any]], workload: str, name: str) -> dict[str, Any]:
     for wl, pod in _pod_templates(docs):
         if wl == workload:
-            for c in [*pod.get("initContainers", []), *pod["containers"]]:
+            containers: list[dict[str, Any]] = [*pod.get("initContainers", []), *pod["containers"]]
+            for c in containers:
                 if c["name"] == name:
                     return c
     raise AssertionError(f"{workload}/{name} not found")

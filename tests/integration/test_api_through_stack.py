@@ -69,17 +69,21 @@ def test_ownership_is_enforced_on_every_item_route(api: Api) -> None:
 
 
 @pytest.mark.parametrize(
-    ("headers", "reason"),
+    ("headers", "reason", "challenge"),
     [
-        ({}, "unauthorized"),
-        ({"Authorization": "Bearer not-a-jwt"}, "invalid_token"),
-        ({"Authorization": "Basic x"}, "unauthorized"),
+        ({}, "unauthorized", "Bearer"),
+        ({"Authorization": "Bearer not-a-jwt"}, "invalid_token", 'Bearer error="invalid_token"'),
+        ({"Authorization": "Basic x"}, "unauthorized", "Bearer"),
     ],
 )
-def test_auth_failures_are_json_401(api: Api, headers: dict[str, str], reason: str) -> None:
+def test_auth_failures_are_json_401(
+    api: Api, headers: dict[str, str], reason: str, challenge: str
+) -> None:
     response = api.http.get("/api/v1/items/", headers=headers)
     assert response.status_code == 401
     assert response.json()["reason"] == reason
+    # RFC 6750's challenge, through nginx: OAuth2 clients look for it.
+    assert response.headers["www-authenticate"].split(",")[0] == challenge
 
 
 def test_validation_failures_are_json_422(api: Api) -> None:

@@ -14,7 +14,7 @@ import struct
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -90,10 +90,11 @@ def _send(client: httpx.Client, method: str, path: str, **kwargs: object) -> Out
     return Outcome(response.status_code, elapsed, response.headers, body)
 
 
-Call = tuple[str, str, dict[str, object]]
+# (method, path, httpx request arguments)
+Call = tuple[str, str, Mapping[str, object]]
 
 
-def _burst(stack: RunningStack, calls: list[Call]) -> list[Outcome]:
+def _burst(stack: RunningStack, calls: Sequence[Call]) -> list[Outcome]:
     with contextlib.ExitStack() as clients:
         return _burst_with(_clients(stack, len(calls), clients), calls)
 
@@ -106,7 +107,7 @@ def _clients(stack: RunningStack, count: int, stack_of: contextlib.ExitStack) ->
     ]
 
 
-def _burst_with(clients: list[httpx.Client], calls: list[Call]) -> list[Outcome]:
+def _burst_with(clients: list[httpx.Client], calls: Sequence[Call]) -> list[Outcome]:
     """Every call at once, each on its own client."""
     with ThreadPoolExecutor(max_workers=len(calls)) as pool:
         start = threading.Barrier(len(calls))
@@ -118,7 +119,7 @@ def _burst_with(clients: list[httpx.Client], calls: list[Call]) -> list[Outcome]
         return list(pool.map(one, clients, calls))
 
 
-def _burst_during_lock(stack: RunningStack, calls: list[Call], hold_s: float) -> list[Outcome]:
+def _burst_during_lock(stack: RunningStack, calls: Sequence[Call], hold_s: float) -> list[Outcome]:
     """Fire the burst while `items` is locked; release the lock after `hold_s`."""
     result: list[Outcome] = []
     with contextlib.ExitStack() as resources:

@@ -17,7 +17,7 @@ import pytest
 
 from deploy.envfile import read_env_file
 from deploy.layout import Layout
-from tests.stackctl import PORT_SHIFT, ROOT, launcher, run_gunicorn
+from tests.stackctl import PORT_SHIFT, ROOT, clean_environ, launcher, run_gunicorn
 
 
 def test_launcher_refuses_inconsistent_limits() -> None:
@@ -88,8 +88,8 @@ def test_make_up_works_from_a_clone_postgres_cannot_reach() -> None:
     make = ["make", f"VENV={venv}", f"PY={sys.executable}", "-o", f"{venv}/.installed"]
     env = {
         key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("SLUICE_", "NGINX_", "PGBOUNCER_", "POSTGRES_", "MAKE", "MFLAGS"))
+        for key, value in clean_environ().items()
+        if not key.startswith(("MAKE", "MFLAGS"))
     }
     env["SLUICE_PORT_BASE"] = str(24650 + PORT_SHIFT)
 
@@ -104,7 +104,7 @@ def test_make_up_works_from_a_clone_postgres_cannot_reach() -> None:
     try:
         _copy_working_tree(clone)
         up = run("up")
-        assert f"database files           {db_dir}" in up.stdout, up.stdout
+        assert f"{'database files':30} {db_dir}" in up.stdout, up.stdout
         info = db_dir.stat()
         assert (info.st_uid, info.st_mode & 0o777) == (pwd.getpwnam("postgres").pw_uid, 0o700)
         values = read_env_file(state / "stack.env")
@@ -139,7 +139,7 @@ def test_make_up_works_from_a_clone_postgres_cannot_reach() -> None:
     finally:
         if clone.exists():  # a failure above: stop and remove what it left, by recorded PID
             subprocess.run(
-                [sys.executable, "-m", "deploy.stack", "clean"],
+                [sys.executable, "-m", "deploy", "clean"],
                 cwd=clone,
                 env=env,
                 capture_output=True,

@@ -33,7 +33,7 @@ def recording_rules() -> list[tuple[str, str]]:
     """(record, expr) of every recording rule in deploy/prometheus/rules/."""
     import yaml
 
-    rules = []
+    rules: list[tuple[str, str]] = []
     for path in sorted((PROMETHEUS_DIR / "rules").glob("*.yml")):
         for group in yaml.safe_load(path.read_text())["groups"]:
             rules.extend((r["record"], r["expr"]) for r in group["rules"] if "record" in r)

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import yaml
 
-from tests.observability.conftest import DASHBOARDS_DIR, ROOT, run
+from tests.observability.conftest import DASHBOARDS_DIR, run
+from tests.stackctl import ROOT
 
 
 def test_dashboards_match_the_generator(tmp_path: Path) -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tests.observability.conftest import PROMETHEUS_DIR, ROOT, run, tool
+from tests.observability.conftest import PROMETHEUS_DIR, run, tool
+from tests.stackctl import ROOT, clean_environ
 
 # The values compose uses (service names on the internal network).
 COMPOSE_VALUES = {
@@ -23,11 +24,7 @@ COMPOSE_VALUES = {
 
 
 def _render(tmp_path: Path, values: dict[str, str]) -> Path:
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("SLUICE_", "NGINX_", "PGBOUNCER_", "POSTGRES_", "PROMETHEUS_"))
-    }
+    env = {k: v for k, v in clean_environ().items() if not k.startswith("PROMETHEUS_")}
     env.update(values)
     run([str(ROOT / "deploy" / "render-templates.sh"), str(PROMETHEUS_DIR), str(tmp_path)], env)
     return tmp_path / "prometheus.yml"

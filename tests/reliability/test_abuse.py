@@ -277,8 +277,8 @@ def test_malformed_json_and_wrong_types_are_422(edge_stack: RunningStack) -> Non
         nul = {"title": "a\u0000b"}  # PostgreSQL text cannot hold NUL (was a 500 on PUT)
         for update in ({"title": None}, {"title": ""}, {"owner_id": str(uuid.uuid4())}, nul):
             assert_clean_error(http.put(f"{ITEMS}{item['id']}", json=update, headers=headers), 422)
-        for body in (nul, {"title": "t", "description": "\u0000"}):
-            assert_clean_error(http.post(ITEMS, json=body, headers=headers), 422)
+        for payload in (nul, {"title": "t", "description": "\u0000"}):
+            assert_clean_error(http.post(ITEMS, json=payload, headers=headers), 422)
         # Nothing changed.
         assert http.get(f"{ITEMS}{item['id']}", headers=headers).json()["title"] == "t"
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 
@@ -11,7 +10,7 @@ import pytest
 
 from tests.reliability.conftest import new_user
 from tests.reliability.load import LEAK_MARKERS
-from tests.stackctl import ROOT, RunningStack, run_gunicorn
+from tests.stackctl import ROOT, RunningStack, clean_environ, run_gunicorn
 
 SECURITY_HEADERS = {
     "x-content-type-options": "nosniff",
@@ -38,8 +37,7 @@ def test_production_refuses_to_start_with_default_secrets(
     overrides: dict[str, str], setting: str
 ) -> None:
     """Gunicorn itself, in production mode, exits naming the setting (and not its value)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SLUICE_")}
-    env.update(
+    env = clean_environ(
         SLUICE_ENVIRONMENT="production",
         SLUICE_BIND_PORT="27290",
         SLUICE_METRICS_PORT="27291",

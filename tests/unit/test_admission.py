@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Coroutine
+from typing import Any, Literal, TypeVar
 
 from fastapi.testclient import TestClient
 
 from service.admission import AdmissionController, SojournPolicy, request_queue_time
 
+T = TypeVar("T")
 
-def _run(coro: object) -> object:
-    return asyncio.run(coro)  # type: ignore[arg-type]
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
 
 
 def test_admits_up_to_the_limit_then_queues_then_refuses() -> None:
@@ -39,18 +43,18 @@ def test_a_wait_longer_than_t_is_refused_and_leaves_the_queue() -> None:
         reason = await controller.acquire(0.05)
         return reason, time.perf_counter() - start, controller.queued
 
-    reason, waited, queued = _run(scenario())  # type: ignore[misc]
+    reason, waited, queued = _run(scenario())
     assert reason == "queue_timeout"
     assert 0.04 < waited < 1.0
     assert queued == 0
 
 
 def test_fifo_and_lifo_order() -> None:
-    async def order(discipline: str) -> list[int]:
+    async def order(discipline: Literal["fifo", "lifo"]) -> list[int]:
         controller = AdmissionController(
             max_in_flight=1,
             queue_length=3,
-            discipline=discipline,  # type: ignore[arg-type]
+            discipline=discipline,
         )
         await controller.acquire(1)
         served: list[int] = []
@@ -129,7 +133,7 @@ def test_a_wait_that_cannot_end_in_time_is_refused_at_once() -> None:
             task.cancel()
         return admitted, elapsed, refused
 
-    admitted, elapsed, refused = _run(scenario())  # type: ignore[misc]
+    admitted, elapsed, refused = _run(scenario())
     assert admitted is None
     assert refused == "queue_wait_predicted"
     assert elapsed < 0.05

@@ -164,6 +164,27 @@ def test_bad_tokens_are_401(client: TestClient, unit_settings: Settings) -> None
         assert "Traceback" not in response.text
 
 
+def test_a_401_carries_the_bearer_challenge(client: TestClient, unit_settings: Settings) -> None:
+    """RFC 6750: `Bearer` when no token came; error="invalid_token" when one was refused."""
+    for headers in ({}, {"Authorization": "Basic eDp5"}, {"Authorization": "Bearer "}):
+        response = client.get("/api/v1/users/me", headers=headers)
+        assert response.status_code == 401
+        assert response.headers["www-authenticate"] == "Bearer", headers
+    expired = _token(unit_settings, exp=datetime.now(UTC) - timedelta(minutes=1))
+    for token in ("garbage", expired, _token(unit_settings)):  # the last: no such user
+        response = client.get("/api/v1/users/me", headers={"Authorization": f"Bearer {token}"})
+        assert response.status_code == 401
+        challenge = response.headers["www-authenticate"]
+        assert challenge.startswith('Bearer error="invalid_token", error_description="'), token
+        assert challenge.endswith('"') and challenge.count('"') == 4, challenge
+    assert (
+        "expired"
+        in client.get("/api/v1/users/me", headers={"Authorization": f"Bearer {expired}"}).headers[
+            "www-authenticate"
+        ]
+    )
+
+
 def _unsigned(subject: str) -> str:
     import base64
     import json

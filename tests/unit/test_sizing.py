@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import subprocess
+import sys
+
 import pytest
 from pydantic import ValidationError
 
 from service.settings import Settings
 from service.sizing import SizingError, SizingInputs, derive
+from service.sizing import main as sizing_main
 
 
 @pytest.mark.parametrize("cores", [1, 2, 8])
@@ -114,3 +120,30 @@ def test_production_refuses_default_secrets() -> None:
         Settings(environment="staging", secret_key="x" * 48, db_password="changethis")
     ok = Settings(environment="production", secret_key="x" * 48, db_password="strong-pw-123456")
     assert ok.environment == "production"
+
+
+def test_each_input_has_one_default_the_settings_read() -> None:
+    settings, inputs = Settings(), SizingInputs()
+    for declared in dataclasses.fields(SizingInputs):
+        assert getattr(settings, declared.name) == getattr(inputs, declared.name), declared.name
+
+
+def test_the_command_line_defaults_are_the_inputs_defaults(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert sizing_main([]) == 0
+    printed = dict(line.split("=", 1) for line in capsys.readouterr().out.splitlines())
+    assert printed == derive(SizingInputs()).as_env()
+
+
+def test_cores_default_to_the_cpus_the_process_may_run_on() -> None:
+    """Under taskset (or a cpuset) a worker per machine core would share one core."""
+    one_cpu = sorted(os.sched_getaffinity(0))[:1]
+    result = subprocess.run(
+        [sys.executable, "-m", "service.sizing"],
+        preexec_fn=lambda: os.sched_setaffinity(0, one_cpu),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "SLUICE_WORKERS=1\n" in result.stdout
