@@ -27,6 +27,8 @@ MINIMAL_DEBIAN_LACKS = {
     ],
     "pgbouncer": ["/usr/sbin/pgbouncer"],
     "nginx-light": ["/usr/sbin/nginx"],
+    # njs (nginx/njs/sluice.js): per-client limits on verified token subjects.
+    "libnginx-mod-http-js": ["/usr/lib/nginx/modules/ngx_http_js_module.so"],
     "gettext-base": ["/usr/bin/envsubst"],
     "prometheus": ["/usr/bin/prometheus", "/usr/bin/promtool"],
     "prometheus-postgres-exporter": ["/usr/bin/prometheus-postgres-exporter"],

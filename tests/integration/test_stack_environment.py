@@ -34,7 +34,10 @@ def test_a_limit_the_stack_is_given_is_what_it_runs_with(tmp_path: Path) -> None
     environ = clean_environ(SLUICE_ENVIRONMENT="test", SLUICE_MAX_IN_FLIGHT="3")
     env = Stack(layout, environ=environ).environment
     assert env["SLUICE_MAX_IN_FLIGHT"] == "3"
-    assert int(env["NGINX_MAX_CONNS"]) == 3 * int(env["SLUICE_WORKERS"])
+    # nginx lets through the workers' slots and the waiting room they drain.
+    assert int(env["NGINX_SLOTS"]) == 3 * int(env["SLUICE_WORKERS"])
+    slots_and_room = int(env["SLUICE_WORKERS"]) * (3 + int(env["SLUICE_QUEUE_LENGTH"]))
+    assert int(env["NGINX_MAX_CONNS"]) == slots_and_room
 
 
 def test_stack_env_publishes_only_names_the_settings_check_knows(stack: RunningStack) -> None:
