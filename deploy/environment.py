@@ -96,12 +96,14 @@ def _settings_kwargs(env: Mapping[str, str]) -> dict[str, Any]:
 
 
 def render_configs(layout: Layout, env: Mapping[str, str]) -> None:
-    """The nginx, PgBouncer, PostgreSQL and Prometheus templates, rendered with `env`."""
+    """The nginx, PgBouncer, PostgreSQL, Prometheus and Alertmanager templates, with `env`."""
     for source, target in (
         (ROOT / "nginx" / "templates", layout.rendered / "nginx"),
         (ROOT / "deploy" / "pgbouncer", layout.db_rendered / "pgbouncer"),
         (ROOT / "deploy" / "postgres", layout.db_rendered / "postgres"),
         (ROOT / "deploy" / "prometheus", layout.rendered / "prometheus"),
+        (ROOT / "deploy" / "alertmanager", layout.rendered / "alertmanager"),
     ):
         if source.is_dir():
             subprocess.run([str(RENDER_SCRIPT), str(source), str(target)], env=env, check=True)
+    observability.render(layout, env)

@@ -13,6 +13,7 @@ declare -A need=(
   [prometheus-postgres-exporter]=/usr/bin/prometheus-postgres-exporter
   [mtail]=/usr/bin/mtail
   [prometheus-nginx-exporter]=/usr/bin/prometheus-nginx-exporter
+  [prometheus-alertmanager]=/usr/bin/prometheus-alertmanager
   [util-linux]=/usr/bin/setpriv
 )
 missing=()

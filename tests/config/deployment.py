@@ -43,7 +43,7 @@ NO_HEALTHCHECK_POSSIBLE = {
 }
 ONE_SHOT_SERVICES = frozenset({"config", "migrate"})
 _TEMPLATE_VAR = re.compile(
-    r"\$\{((?:SLUICE|NGINX|PGBOUNCER|POSTGRES|PROMETHEUS|GRAFANA)_[A-Z0-9_]+)\}"
+    r"\$\{((?:SLUICE|NGINX|PGBOUNCER|POSTGRES|PROMETHEUS|ALERTMANAGER|GRAFANA)_[A-Z0-9_]+)\}"
 )
 _URL_PATH = re.compile(r"http://[^/\s'\"]+(/[^\s'\")]*)")
 

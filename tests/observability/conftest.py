@@ -12,6 +12,7 @@ from tests.stackctl import ROOT
 
 PROMETHEUS_DIR = ROOT / "deploy" / "prometheus"
 DASHBOARDS_DIR = ROOT / "grafana" / "dashboards"
+CONSOLES_DIR = ROOT / "grafana" / "consoles"
 
 
 def tool(name: str) -> str:

@@ -161,4 +161,12 @@ def test_every_target_is_up(prometheus: str) -> None:
     down = [r["metric"] for r in _query(prometheus, "up") if r["value"][1] != "1"]
     assert not down
     jobs = {r["metric"]["job"] for r in _query(prometheus, "up")}
-    assert jobs == {"sluice", "nginx", "nginx_log", "pgbouncer", "postgres", "prometheus"}
+    assert jobs == {
+        "sluice",
+        "nginx",
+        "nginx_log",
+        "pgbouncer",
+        "postgres",
+        "prometheus",
+        "alertmanager",
+    }
