@@ -2,6 +2,12 @@
 # Install the Debian packages the local stack runs, only those missing.
 # Services are not started by the packages (policy-rc.d): the stack starts its
 # own processes on its own ports and never touches the system's.
+#
+#   install-packages.sh          what `make up` needs
+#   install-packages.sh --test   and what `make test` needs besides (chromium,
+#                                which Playwright drives to open the local
+#                                dashboards; Playwright's own browser download
+#                                is not used)
 set -euo pipefail
 
 declare -A need=(
@@ -16,6 +22,9 @@ declare -A need=(
   [prometheus-alertmanager]=/usr/bin/prometheus-alertmanager
   [util-linux]=/usr/bin/setpriv
 )
+if [ "${1:-}" = "--test" ]; then
+  need[chromium]=/usr/bin/chromium
+fi
 missing=()
 for pkg in "${!need[@]}"; do
   [ -e "${need[$pkg]}" ] || missing+=("$pkg")

@@ -524,6 +524,37 @@ _CONSOLE_UNITS = {
     "percentunit": ("share (1 = 100 %)", ""),
     "short": ("", ""),
 }
+# prom_console.js and what it draws with, from the static files of Debian's
+# prometheus package. Not prom.lib's "prom_console_head": Debian's copy loads
+# popper.js from a path that is a directory there and a d3.layout file the
+# package does not ship (script errors on every page); the rest of prom.lib
+# (the time control, the page's frame) is used as it is.
+_STATIC = "{{ pathPrefix }}/classic/static"
+_CONSOLE_HEAD = "\n".join(
+    [
+        *(
+            f'<link type="text/css" rel="stylesheet" href="{_STATIC}/{css}">'
+            for css in (
+                "rickshaw/rickshaw.min.css",
+                "bootstrap4/css/bootstrap.min.css",
+                "css/prom_console.css",
+                "vendor/bootstrap4-glyphicons/css/bootstrap-glyphicons.css",
+            )
+        ),
+        *(
+            f'<script src="{_STATIC}/{js}"></script>'
+            for js in (
+                "d3/d3.min.js",
+                "rickshaw/rickshaw.min.js",
+                "jquery/jquery.min.js",
+                "popper.js/umd/popper.min.js",
+                "bootstrap4/js/bootstrap.min.js",
+            )
+        ),
+        '<script>var PATH_PREFIX = "{{ pathPrefix }}";</script>',
+        f'<script src="{_STATIC}/js/prom_console.js"></script>',
+    ]
+)
 _CONSOLE_STYLE = """\
 <style>
   body { padding: 0 1rem 2rem; }
@@ -579,7 +610,7 @@ def _console_page(title: str, body: str) -> str:
 <head>
 <meta charset="utf-8">
 <title>{html.escape(title)}</title>
-{{{{ template "prom_console_head" }}}}
+{_CONSOLE_HEAD}
 {_CONSOLE_STYLE}
 </head>
 <body>
