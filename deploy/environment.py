@@ -71,6 +71,11 @@ def stack_environment(layout: Layout, base: Mapping[str, str] | None = None) -> 
             # the README. The compose deployment uses scram-sha-256.
             "PGBOUNCER_AUTH_TYPE": "trust",
             "PGBOUNCER_STATS_PASSWORD": env.get("PGBOUNCER_STATS_PASSWORD", "sluice-local-stats"),
+            # The exporter's own role (pg_monitor); loopback is trusted here,
+            # but the role and its password file are the same as elsewhere.
+            "POSTGRES_MONITOR_PASSWORD": env.get(
+                "POSTGRES_MONITOR_PASSWORD", "sluice-local-monitor"
+            ),
             "POSTGRES_LISTEN_ADDRESSES": "127.0.0.1",
             "POSTGRES_PORT": str(p["postgres"]),
             "POSTGRES_SOCKET_DIR": str(layout.pgsocket),
@@ -103,6 +108,9 @@ def render_configs(layout: Layout, env: Mapping[str, str]) -> None:
         (ROOT / "deploy" / "postgres", layout.db_rendered / "postgres"),
         (ROOT / "deploy" / "prometheus", layout.rendered / "prometheus"),
         (ROOT / "deploy" / "alertmanager", layout.rendered / "alertmanager"),
+        # The exporters' password files (0600), read through PGPASSFILE.
+        (ROOT / "deploy" / "pgbouncer-exporter", layout.rendered / "pgbouncer-exporter"),
+        (ROOT / "deploy" / "postgres-exporter", layout.rendered / "postgres-exporter"),
     ):
         if source.is_dir():
             subprocess.run([str(RENDER_SCRIPT), str(source), str(target)], env=env, check=True)

@@ -155,7 +155,7 @@ def executors(
 ) -> list[tuple[str, HTTPExecutor]]:
     """(name, executor) of the exporters and Prometheus, in start order; none started."""
     p = layout.ports
-    user, db = env["SLUICE_DB_USER"], env["SLUICE_DB_NAME"]
+    monitor, db = env["POSTGRES_MONITOR_USER"], env["SLUICE_DB_NAME"]
 
     def http(name: str, argv: list[str], **extra: Any) -> tuple[str, HTTPExecutor]:
         return name, HTTPExecutor(
@@ -169,10 +169,12 @@ def executors(
             **extra,
         )
 
-    # The monitoring role (pg_monitor) over the loopback listener; the
-    # password is there for clusters that do not trust loopback.
+    # Each exporter logs in with its own role and reads the password from its
+    # rendered pgpass file (PGPASSFILE), as in compose and Kubernetes: none is
+    # on a command line or in an environment. Loopback is trusted locally,
+    # but nothing here depends on that.
     dsn = (
-        f"postgresql://{user}@127.0.0.1:{p['postgres']}/{db}"
+        f"postgresql://{monitor}@127.0.0.1:{p['postgres']}/{db}"
         f"?sslmode=disable&application_name=postgres_exporter"
     )
     stats_dsn = f"postgresql://{env['PGBOUNCER_STATS_USER']}@127.0.0.1:{p['pgbouncer']}/pgbouncer"
@@ -209,7 +211,7 @@ def executors(
             ],
             envvars={
                 "DATA_SOURCE_NAME": dsn,
-                "PGPASSWORD": env["SLUICE_DB_PASSWORD"],
+                "PGPASSFILE": str(layout.rendered / "postgres-exporter" / "pgpass"),
                 "PATH": env.get("PATH", "/usr/bin:/bin"),
             },
         ),
@@ -223,7 +225,10 @@ def executors(
                 f"--dsn={stats_dsn}",
             ],
             cwd=str(ROOT),
-            envvars={"PGPASSWORD": env["PGBOUNCER_STATS_PASSWORD"]},
+            envvars={
+                "PGPASSFILE": str(layout.rendered / "pgbouncer-exporter" / "pgpass"),
+                "PATH": env.get("PATH", "/usr/bin:/bin"),
+            },
         ),
         http(
             "nginx_exporter",

@@ -19,7 +19,12 @@ find "$template_dir" -follow -type f -name '*.template' -print | while read -r t
   relative=${template#"$template_dir/"}
   output="$output_dir/${relative%.template}"
   mkdir -p "$(dirname "$output")"
-  envsubst "$defined_envs" < "$template" > "$output"
+  case $output in
+    # A libpq password file (the exporters read theirs: no password on a
+    # command line) is created 0600: libpq ignores one that others can read.
+    *pgpass) rm -f "$output"; (umask 077 && envsubst "$defined_envs" < "$template" > "$output") ;;
+    *) envsubst "$defined_envs" < "$template" > "$output" ;;
+  esac
   # Any ${VAR} left means a setting was never defined: fail loudly, not at runtime.
   if grep -nE '\$\{(SLUICE|NGINX|PGBOUNCER|POSTGRES|PROMETHEUS|ALERTMANAGER|GRAFANA)_[A-Z0-9_]+\}' "$output" >&2; then
     echo "render-templates: undefined variables left in $output (see lines above)" >&2
