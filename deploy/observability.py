@@ -169,14 +169,12 @@ def executors(
             **extra,
         )
 
-    # Each exporter logs in with its own role and reads the password from its
-    # rendered pgpass file (PGPASSFILE), as in compose and Kubernetes: none is
-    # on a command line or in an environment. Loopback is trusted locally,
-    # but nothing here depends on that.
-    dsn = (
-        f"postgresql://{monitor}@127.0.0.1:{p['postgres']}/{db}"
-        f"?sslmode=disable&application_name=postgres_exporter"
-    )
+    # Each exporter logs in with its own role and reads the password from a
+    # 0600 file rendered from deploy/<exporter>/ (postgres_exporter's
+    # DATA_SOURCE_PASS_FILE, the PgBouncer exporter's PGPASSFILE), as in
+    # compose and Kubernetes: none is on a command line or in an environment.
+    # Loopback is trusted locally, but nothing here depends on that.
+    uri = f"127.0.0.1:{p['postgres']}/{db}?sslmode=disable&application_name=postgres_exporter"
     stats_dsn = f"postgresql://{env['PGBOUNCER_STATS_USER']}@127.0.0.1:{p['pgbouncer']}/pgbouncer"
     alertmanager_config = layout.rendered / "alertmanager" / "alertmanager.yml"
     return [
@@ -210,8 +208,9 @@ def executors(
                 "--log.level=warn",
             ],
             envvars={
-                "DATA_SOURCE_NAME": dsn,
-                "PGPASSFILE": str(layout.rendered / "postgres-exporter" / "pgpass"),
+                "DATA_SOURCE_URI": uri,
+                "DATA_SOURCE_USER": monitor,
+                "DATA_SOURCE_PASS_FILE": str(layout.rendered / "postgres-exporter" / "password"),
                 "PATH": env.get("PATH", "/usr/bin:/bin"),
             },
         ),

@@ -20,9 +20,11 @@ find "$template_dir" -follow -type f -name '*.template' -print | while read -r t
   output="$output_dir/${relative%.template}"
   mkdir -p "$(dirname "$output")"
   case $output in
-    # A libpq password file (the exporters read theirs: no password on a
-    # command line) is created 0600: libpq ignores one that others can read.
-    *pgpass) rm -f "$output"; (umask 077 && envsubst "$defined_envs" < "$template" > "$output") ;;
+    # The exporters' password files (no password on a command line) are
+    # created 0600: libpq ignores a pgpass file that others can read.
+    *pgpass | *password)
+      rm -f "$output"
+      (umask 077 && envsubst "$defined_envs" < "$template" > "$output") ;;
     *) envsubst "$defined_envs" < "$template" > "$output" ;;
   esac
   # Any ${VAR} left means a setting was never defined: fail loudly, not at runtime.

@@ -4,8 +4,8 @@ On the running stack: postgres_exporter's connection belongs to the
 monitoring role (pg_monitor, not the database's owner, not a superuser), the
 owner no longer holds pg_monitor, and no process of the stack has a
 monitoring password on its command line (what `ps` shows) while the
-exporters have none in their environment either: each reads a 0600 pgpass
-file (PGPASSFILE).
+exporters have none in their environment either: each reads a 0600 file
+(postgres_exporter's DATA_SOURCE_PASS_FILE, the PgBouncer exporter's PGPASSFILE).
 """
 
 from __future__ import annotations
@@ -80,8 +80,8 @@ def test_no_monitoring_password_on_a_command_line_or_in_an_exporters_environment
         environ = psutil.Process(stack.pid(name)).environ()
         leaked = [k for k, v in environ.items() if any(p in v for p in passwords)]
         assert not leaked, f"{name} has a password in its environment: {leaked}"
-        assert "PGPASSWORD" not in environ, name
-        pgpass = Path(environ["PGPASSFILE"])
-        mode = stat.S_IMODE(pgpass.stat().st_mode)
-        assert mode == 0o600, f"{pgpass}: {mode:o} (libpq ignores a readable pgpass)"
-        assert pgpass.stat().st_uid == os.geteuid()
+        assert not {"PGPASSWORD", "DATA_SOURCE_PASS"} & set(environ), name
+        password_file = Path(environ.get("PGPASSFILE") or environ["DATA_SOURCE_PASS_FILE"])
+        mode = stat.S_IMODE(password_file.stat().st_mode)
+        assert mode == 0o600, f"{password_file}: {mode:o}"
+        assert password_file.stat().st_uid == os.geteuid()
