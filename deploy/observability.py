@@ -155,7 +155,7 @@ def executors(
 ) -> list[tuple[str, HTTPExecutor]]:
     """(name, executor) of the exporters and Prometheus, in start order; none started."""
     p = layout.ports
-    monitor, db = env["POSTGRES_MONITOR_USER"], env["SLUICE_DB_NAME"]
+    db = env["SLUICE_DB_NAME"]
 
     def http(name: str, argv: list[str], **extra: Any) -> tuple[str, HTTPExecutor]:
         return name, HTTPExecutor(
@@ -209,7 +209,7 @@ def executors(
             ],
             envvars={
                 "DATA_SOURCE_URI": uri,
-                "DATA_SOURCE_USER": monitor,
+                "DATA_SOURCE_USER_FILE": str(layout.rendered / "postgres-exporter" / "user"),
                 "DATA_SOURCE_PASS_FILE": str(layout.rendered / "postgres-exporter" / "password"),
                 "PATH": env.get("PATH", "/usr/bin:/bin"),
             },
