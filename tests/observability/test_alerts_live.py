@@ -75,10 +75,7 @@ def _wait_for_alert(path: Path, status: str, since: int) -> tuple[dict[str, Any]
 def test_pgbouncer_down_is_delivered_then_resolved(alerting_stack: RunningStack) -> None:
     alerts = Path(url2pathname(urlsplit(alerting_stack.env["SLUICE_ALERTS_URL"]).path))
     assert alerts == observability.alerts_file(alerting_stack.layout)
-    assert not any(
-        a["labels"]["alertname"] == ALERT for n in _notifications(alerts) for a in n["alerts"]
-    ), "fired before PgBouncer stopped"
-
+    # The file keeps what earlier runs of this stack received: read what follows.
     before = len(_notifications(alerts))
     alerting_stack.stop_service("pgbouncer")
     try:
