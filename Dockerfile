@@ -39,18 +39,22 @@ ENV PATH=/opt/venv/bin:$PATH \
 # *parent* of the multiprocess dir, because gunicorn.conf.py removes and
 # re-creates that dir on start. /config/* are the mount points of the rendered
 # config volumes: created here, owned by the app user, so Docker copies that
-# ownership into a new named volume and the non-root `config` service can write.
+# ownership into a new named volume and the non-root `config` service can write;
+# /var/lib/sluice-alerts is the alert receiver's volume, for the same reason.
 RUN groupadd --system --gid 10001 sluice \
     && useradd --system --uid 10001 --gid sluice --no-create-home --shell /usr/sbin/nologin sluice \
     && mkdir -p /run/sluice /config/pgbouncer /config/postgres /config/prometheus \
-    && chown -R sluice:sluice /run/sluice /config
+        /config/alertmanager /config/pgbouncer-exporter /config/postgres-exporter \
+        /var/lib/sluice-alerts \
+    && chown -R sluice:sluice /run/sluice /config /var/lib/sluice-alerts
 
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
 COPY alembic.ini ./
 COPY migrations ./migrations
 COPY service ./service
-COPY deploy/gunicorn.conf.py deploy/render-templates.sh deploy/defaults.env ./deploy/
+COPY deploy/gunicorn.conf.py deploy/render-templates.sh deploy/defaults.env \
+    deploy/alert_receiver.py ./deploy/
 RUN python -m compileall -q service migrations deploy
 
 USER 10001:10001

@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help install packages up down status test lint fmt bench sizing sizing-staging sizing-k8s-staging grafana clean
+.PHONY: help install packages test-packages up down status test lint fmt bench sizing sizing-staging sizing-k8s-staging grafana clean
 
 help:
 	@echo "make up       start the whole local stack (installs what is missing)"
@@ -17,9 +17,14 @@ help:
 	@echo "make lint     ruff, ruff format --check, mypy strict, deptry (every dependency imported)"
 	@echo "make fmt      ruff format and autofix"
 
-# Debian packages: Python, PostgreSQL, PgBouncer, nginx, Prometheus and exporters.
+# Debian packages: Python, PostgreSQL, PgBouncer, nginx (with njs), Prometheus,
+# Alertmanager and the exporters.
 packages:
 	@bash deploy/install-packages.sh
+
+# And what only the tests use: chromium, for the local dashboards' browser test.
+test-packages:
+	@bash deploy/install-packages.sh --test
 
 # Python dependencies into .venv, from the lock file (python3 and its venv
 # module come from `packages` on a fresh machine).
@@ -49,7 +54,7 @@ fmt: $(STAMP)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-test: install lint
+test: install test-packages lint
 	$(PY) -m pytest
 
 bench: install
@@ -79,6 +84,7 @@ sizing-staging: $(STAMP)
 sizing-k8s-staging: $(STAMP)
 	$(call sizing_env,deploy/k8s/overlays/staging/sizing.env,$(K8S_MAX_REPLICAS))
 
+# The Grafana JSON and the local stack's console pages, from grafana/generate.py.
 grafana: $(STAMP)
 	$(PY) grafana/generate.py
 

@@ -19,6 +19,7 @@ REQUIRED_BINARIES = {
     "prometheus-postgres-exporter": "prometheus-postgres-exporter",
     "prometheus-nginx-exporter": "prometheus-nginx-exporter",
     "mtail": "mtail",
+    "prometheus-alertmanager": "prometheus-alertmanager",
 }
 PG_BIN_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
 DB_SERVICE_USER = "postgres"

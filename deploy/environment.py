@@ -26,13 +26,22 @@ DEFAULTS_ENV = ROOT / "deploy" / "defaults.env"
 RENDER_SCRIPT = ROOT / "deploy" / "render-templates.sh"
 
 
+# The monitoring templates' own variables (deploy/observability.py), which a
+# stack takes from its base too.
+_MONITORING_PREFIXES = ("PROMETHEUS_", "ALERTMANAGER_")
+
+
 def without_settings(environ: Mapping[str, str]) -> dict[str, str]:
-    """`environ` without any variable under a settings prefix (PATH, HOME, ... kept).
+    """`environ` without any variable under a settings or monitoring prefix (PATH, HOME kept).
 
     The base of a stack that only what it is given configures (a test's, the
     benchmark's), whatever the shell that runs it exports.
     """
-    return {key: value for key, value in environ.items() if not has_settings_prefix(key)}
+    return {
+        key: value
+        for key, value in environ.items()
+        if not has_settings_prefix(key) and not key.startswith(_MONITORING_PREFIXES)
+    }
 
 
 def stack_environment(layout: Layout, base: Mapping[str, str]) -> dict[str, str]:
@@ -86,6 +95,11 @@ def stack_environment(layout: Layout, base: Mapping[str, str]) -> dict[str, str]
             # the README. The compose deployment uses scram-sha-256.
             "PGBOUNCER_AUTH_TYPE": "trust",
             "PGBOUNCER_STATS_PASSWORD": env.get("PGBOUNCER_STATS_PASSWORD", "sluice-local-stats"),
+            # The exporter's own role (pg_monitor); loopback is trusted here,
+            # but the role and its password file are the same as elsewhere.
+            "POSTGRES_MONITOR_PASSWORD": env.get(
+                "POSTGRES_MONITOR_PASSWORD", "sluice-local-monitor"
+            ),
             "POSTGRES_LISTEN_ADDRESSES": "127.0.0.1",
             "POSTGRES_PORT": str(p["postgres"]),
             "POSTGRES_SOCKET_DIR": str(layout.pgsocket),
@@ -108,12 +122,17 @@ def _stack_secret(layout: Layout) -> str:
 
 
 def render_configs(layout: Layout, env: Mapping[str, str]) -> None:
-    """The nginx, PgBouncer, PostgreSQL and Prometheus templates, rendered with `env`."""
+    """The nginx, PgBouncer, PostgreSQL, Prometheus and Alertmanager templates, with `env`."""
     for source, target in (
         (ROOT / "nginx" / "templates", layout.rendered / "nginx"),
         (ROOT / "deploy" / "pgbouncer", layout.db_rendered / "pgbouncer"),
         (ROOT / "deploy" / "postgres", layout.db_rendered / "postgres"),
         (ROOT / "deploy" / "prometheus", layout.rendered / "prometheus"),
+        (ROOT / "deploy" / "alertmanager", layout.rendered / "alertmanager"),
+        # The exporters' password files (0600), read through PGPASSFILE.
+        (ROOT / "deploy" / "pgbouncer-exporter", layout.rendered / "pgbouncer-exporter"),
+        (ROOT / "deploy" / "postgres-exporter", layout.rendered / "postgres-exporter"),
     ):
         if source.is_dir():
             subprocess.run([str(RENDER_SCRIPT), str(source), str(target)], env=env, check=True)
+    observability.render(layout, env)

@@ -6,6 +6,10 @@
 # and never touches the system's.
 #
 #   install-packages.sh                     install what is missing (as root)
+#   install-packages.sh --test              and what only `make test` needs (chromium,
+#                                           which Playwright drives to open the local
+#                                           dashboards; Playwright's own browser
+#                                           download is not used)
 #   install-packages.sh --check [--root D]  print what is missing (under D), install nothing
 set -euo pipefail
 
@@ -23,6 +27,7 @@ declare -A need=(
   [prometheus-postgres-exporter]=/usr/bin/prometheus-postgres-exporter
   [mtail]=/usr/bin/mtail
   [prometheus-nginx-exporter]=/usr/bin/prometheus-nginx-exporter
+  [prometheus-alertmanager]=/usr/bin/prometheus-alertmanager
   [util-linux]='/usr/bin/setpriv /bin/setpriv'
   # ss: the tests check which addresses the stack listens on.
   [iproute2]='/usr/bin/ss /bin/ss'
@@ -36,7 +41,8 @@ while [ $# -gt 0 ]; do
   case $1 in
     --check) check=1 ;;
     --root) root=${2:?--root needs a directory}; shift ;;
-    *) echo "usage: $0 [--check [--root DIR]]" >&2; exit 2 ;;
+    --test) need[chromium]=/usr/bin/chromium ;;
+    *) echo "usage: $0 [--test] [--check [--root DIR]]" >&2; exit 2 ;;
   esac
   shift
 done

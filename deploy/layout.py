@@ -28,6 +28,8 @@ PORTS = {
     "nginx_exporter": 9,
     "nginx_log_exporter": 10,
     "probes": 11,
+    "alertmanager": 12,
+    "alert_receiver": 13,
 }
 # As root, the postgres user's files live here (one directory per state directory).
 DB_ROOT = Path("/var/lib/sluice")

@@ -11,7 +11,7 @@ set -eu
 
 template_dir=$1
 output_dir=$2
-filter=${3:-^(SLUICE|NGINX|PGBOUNCER|POSTGRES|PROMETHEUS|GRAFANA)_}
+filter=${3:-^(SLUICE|NGINX|PGBOUNCER|POSTGRES|PROMETHEUS|ALERTMANAGER|GRAFANA)_}
 
 defined_envs=$(printf '${%s} ' $(env | cut -d= -f1 | grep -E "$filter"))
 
@@ -19,9 +19,16 @@ find "$template_dir" -follow -type f -name '*.template' -print | while read -r t
   relative=${template#"$template_dir/"}
   output="$output_dir/${relative%.template}"
   mkdir -p "$(dirname "$output")"
-  envsubst "$defined_envs" < "$template" > "$output"
+  case $output in
+    # The exporters' password files (no password on a command line) are
+    # created 0600: libpq ignores a pgpass file that others can read.
+    *pgpass | *password)
+      rm -f "$output"
+      (umask 077 && envsubst "$defined_envs" < "$template" > "$output") ;;
+    *) envsubst "$defined_envs" < "$template" > "$output" ;;
+  esac
   # Any ${VAR} left means a setting was never defined: fail loudly, not at runtime.
-  if grep -nE '\$\{(SLUICE|NGINX|PGBOUNCER|POSTGRES|PROMETHEUS|GRAFANA)_[A-Z0-9_]+\}' "$output" >&2; then
+  if grep -nE '\$\{(SLUICE|NGINX|PGBOUNCER|POSTGRES|PROMETHEUS|ALERTMANAGER|GRAFANA)_[A-Z0-9_]+\}' "$output" >&2; then
     echo "render-templates: undefined variables left in $output (see lines above)" >&2
     exit 1
   fi

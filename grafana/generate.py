@@ -1,23 +1,38 @@
-"""Generate Sluice's Grafana dashboards (grafana/dashboards/*.json).
+"""Generate Sluice's dashboards: Grafana JSON and the same as Prometheus consoles.
 
-    python grafana/generate.py [--out DIR]
+    python grafana/generate.py [--out DIR] [--consoles-out DIR]
 
 Dashboards are code: each panel answers one operator question (its title),
 and its queries use the recording rules in deploy/prometheus/rules/ where one
-exists. tests/observability/ checks the committed JSON is what this script
-writes, and evaluates every query against a live, loaded stack.
+exists. From the one set of definitions below this writes
+grafana/dashboards/*.json (provisioned into Grafana in compose, with a
+`$datasource` variable), grafana/consoles/*.html (console templates that the
+local stack's Prometheus serves: same panels, same queries, drawn by the
+console library of Debian's prometheus package); Kubernetes ships the JSON as
+a ConfigMap for Grafana's dashboard sidecar (deploy/k8s/base/kustomization.yaml
+generates it from these files). tests/observability/ checks the committed files are what
+this script writes, evaluates every query against a live, loaded stack and
+opens every console in a browser.
 """
 
 from __future__ import annotations
 
 import argparse
+import html
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-DATASOURCE = {"type": "prometheus", "uid": "sluice-prometheus"}
-OUT_DIR = Path(__file__).resolve().parent / "dashboards"
+# The provisioned data source (grafana/provisioning/datasources/): the
+# `$datasource` variable's default, so a Grafana with another Prometheus (a
+# cluster's, through the sidecar) picks its own from the dashboard's menu.
+DEFAULT_DATASOURCE_UID = "sluice-prometheus"
+DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
+HERE = Path(__file__).resolve().parent
+OUT_DIR = HERE / "dashboards"
+CONSOLES_DIR = HERE / "consoles"
 WIDTH = 24
 
 
@@ -471,28 +486,198 @@ def render(dashboard: Dashboard) -> dict[str, Any]:
         "version": 1,
         "time": {"from": "now-30m", "to": "now"},
         "timezone": "browser",
-        "templating": {"list": []},
+        "templating": {
+            "list": [
+                {
+                    "name": "datasource",
+                    "label": "Data source",
+                    "type": "datasource",
+                    "query": "prometheus",
+                    "current": {"text": "Prometheus", "value": DEFAULT_DATASOURCE_UID},
+                    "hide": 0,
+                    "includeAll": False,
+                    "multi": False,
+                    "options": [],
+                    "refresh": 1,
+                    "regex": "",
+                }
+            ]
+        },
         "annotations": {"list": []},
         "links": [],
         "panels": panels,
     }
 
 
-def write(out_dir: Path) -> list[Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
+def dashboard_json(dashboard: Dashboard) -> str:
+    return json.dumps(render(dashboard), indent=2, sort_keys=True) + "\n"
+
+
+# --------------------------------------------------------------------------
+# Prometheus console templates: the same panels, drawn by prom_console.js
+
+# Grafana unit -> (y axis title, suffix after each value).
+_CONSOLE_UNITS = {
+    "reqps": ("requests per second", " req/s"),
+    "ops": ("per second", "/s"),
+    "s": ("seconds", " s"),
+    "percentunit": ("share (1 = 100 %)", ""),
+    "short": ("", ""),
+}
+# prom_console.js and what it draws with, from the static files of Debian's
+# prometheus package. Not prom.lib's "prom_console_head": Debian's copy loads
+# popper.js from a path that is a directory there and a d3.layout file the
+# package does not ship (script errors on every page); the rest of prom.lib
+# (the time control, the page's frame) is used as it is.
+_STATIC = "{{ pathPrefix }}/classic/static"
+_CONSOLE_HEAD = "\n".join(
+    [
+        *(
+            f'<link type="text/css" rel="stylesheet" href="{_STATIC}/{css}">'
+            for css in (
+                "rickshaw/rickshaw.min.css",
+                "bootstrap4/css/bootstrap.min.css",
+                "css/prom_console.css",
+                "vendor/bootstrap4-glyphicons/css/bootstrap-glyphicons.css",
+            )
+        ),
+        *(
+            f'<script src="{_STATIC}/{js}"></script>'
+            for js in (
+                "d3/d3.min.js",
+                "rickshaw/rickshaw.min.js",
+                "jquery/jquery.min.js",
+                "popper.js/umd/popper.min.js",
+                "bootstrap4/js/bootstrap.min.js",
+            )
+        ),
+        '<script>var PATH_PREFIX = "{{ pathPrefix }}";</script>',
+        f'<script src="{_STATIC}/js/prom_console.js"></script>',
+    ]
+)
+_CONSOLE_STYLE = """\
+<style>
+  body { padding: 0 1rem 2rem; }
+  .sluice-nav { margin: 0.75rem 0; }
+  .sluice-nav a { margin-right: 1.25rem; }
+  .sluice-row { display: flex; flex-wrap: wrap; gap: 0 1.5rem; }
+  .sluice-panel { box-sizing: border-box; margin-bottom: 1.5rem; }
+  .sluice-panel h3 { font-size: 1.05rem; margin: 0.5rem 0 0.25rem; }
+  .sluice-panel p { color: #555; font-size: 0.85rem; margin: 0 0 0.25rem; }
+</style>"""
+
+
+def _legend(legend: str) -> str:
+    """Grafana's `{{label}}` is prom_console.js's `[[label]]`."""
+    return re.sub(r"\{\{\s*(\w+)\s*\}\}", r"[[\1]]", legend)
+
+
+def _console_panel(panel: Panel, panel_id: int) -> str:
+    title, units = _CONSOLE_UNITS[panel.unit]
+    graph: dict[str, Any] = {
+        "expr": [query.expr for query in panel.queries],
+        "name": [_legend(query.legend) for query in panel.queries],
+        "renderer": "area" if panel.stacked else "line",
+        "yTitle": title,
+        "yUnits": units,
+        "height": 180,
+    }
+    if panel.max_value is not None:
+        graph.update(min=0, max=panel.max_value)
+    width = f"calc({100 * panel.width / WIDTH:.4g}% - 1.5rem)"
+    options = json.dumps(graph, sort_keys=True)
+    return f"""\
+<div class="sluice-panel" id="panel-{panel_id}" style="width: {width}">
+  <h3>{html.escape(panel.title)}</h3>
+  <p>{html.escape(panel.description)}</p>
+  <div class="sluice-graph" id="graph-{panel_id}"></div>
+  <script>
+  new PromConsole.Graph(Object.assign({{node: document.querySelector("#graph-{panel_id}")}},
+    {options}));
+  </script>
+</div>"""
+
+
+def _console_page(title: str, body: str) -> str:
+    links = " ".join(
+        f'<a href="{{{{ pathPrefix }}}}/consoles/{d.uid}.html">{html.escape(d.title)}</a>'
+        for d in DASHBOARDS
+    )
+    return f"""\
+{{{{/* Generated by grafana/generate.py from the dashboards' definitions: do not edit. */}}}}
+<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>{html.escape(title)}</title>
+{_CONSOLE_HEAD}
+{_CONSOLE_STYLE}
+</head>
+<body>
+<nav class="sluice-nav">
+  <a href="{{{{ pathPrefix }}}}/consoles/index.html">Dashboards</a> {links}
+  <a href="{{{{ pathPrefix }}}}/alerts">Alerts</a>
+  <a href="{{{{ pathPrefix }}}}/graph">Query</a>
+</nav>
+{{{{ template "prom_content_head" . }}}}
+{body}
+{{{{ template "prom_content_tail" . }}}}
+{{{{ template "tail" }}}}
+"""
+
+
+def console(dashboard: Dashboard) -> str:
+    """A dashboard as a Prometheus console template."""
+    parts = [
+        f"<h1>{html.escape(dashboard.title)}</h1>",
+        f"<p>{html.escape(dashboard.description)}</p>",
+    ]
+    panel_id = 1
+    for row in dashboard.rows:
+        parts.append(f"<h2>{html.escape(row.title)}</h2>")
+        parts.append('<div class="sluice-row">')
+        for panel in row.panels:
+            parts.append(_console_panel(panel, panel_id))
+            panel_id += 1
+        parts.append("</div>")
+    return _console_page(dashboard.title, "\n".join(parts))
+
+
+def console_index() -> str:
+    items = "\n".join(
+        f'  <li><a href="{{{{ pathPrefix }}}}/consoles/{d.uid}.html">{html.escape(d.title)}</a>: '
+        f"{html.escape(d.description)}</li>"
+        for d in DASHBOARDS
+    )
+    body = (
+        "<h1>Sluice dashboards</h1>\n"
+        "<p>The panels of the Grafana dashboards in grafana/dashboards/, same queries, "
+        "served by this Prometheus.</p>\n"
+        f"<ul>\n{items}\n</ul>"
+    )
+    return _console_page("Sluice dashboards", body)
+
+
+def write(out_dir: Path, consoles_dir: Path = CONSOLES_DIR) -> list[Path]:
     written = []
-    for dashboard in DASHBOARDS:
-        path = out_dir / f"{dashboard.uid}.json"
-        path.write_text(json.dumps(render(dashboard), indent=2, sort_keys=True) + "\n")
+    files: list[tuple[Path, str]] = [
+        (out_dir / f"{d.uid}.json", dashboard_json(d)) for d in DASHBOARDS
+    ]
+    files += [(consoles_dir / f"{d.uid}.html", console(d)) for d in DASHBOARDS]
+    files.append((consoles_dir / "index.html", console_index()))
+    for path, text in files:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
         written.append(path)
     return written
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=OUT_DIR)
+    parser.add_argument("--out", type=Path, default=OUT_DIR, help="the Grafana JSON")
+    parser.add_argument("--consoles-out", type=Path, default=CONSOLES_DIR)
     args = parser.parse_args(argv)
-    for path in write(args.out):
+    for path in write(args.out, args.consoles_out):
         print(path)
     return 0
 

@@ -22,6 +22,8 @@ def staging_env_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "POSTGRES_PASSWORD": secrets.token_urlsafe(24),
         "GRAFANA_ADMIN_PASSWORD": secrets.token_urlsafe(16),
         "PGBOUNCER_STATS_PASSWORD": secrets.token_urlsafe(24),
+        "POSTGRES_MONITOR_PASSWORD": secrets.token_urlsafe(24),
+        "SLUICE_RUNBOOK_URL": "https://git.example.com/sluice/blob/main/docs/observability.md",
     }
     path = tmp_path_factory.mktemp("staging") / ".env"
     shutil.copyfile(deployment.ROOT / ".env.example", path)

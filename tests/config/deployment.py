@@ -33,7 +33,7 @@ RENDER_SCRIPT = ROOT / "deploy" / "render-templates.sh"
 VENV_BIN = Path(sys.executable).parent
 
 # The services that may publish ports (DESIGN: only the edge).
-EDGE_SERVICES = frozenset({"nginx", "grafana"})
+EDGE_SERVICES = frozenset({"nginx", "grafana", "alertmanager"})
 # Long-running services whose images have no shell or HTTP client, so Docker
 # cannot run a healthcheck in them; Prometheus' `up` watches them instead and
 # no service depends on them being healthy.
@@ -43,7 +43,7 @@ NO_HEALTHCHECK_POSSIBLE = {
 }
 ONE_SHOT_SERVICES = frozenset({"config", "migrate"})
 _TEMPLATE_VAR = re.compile(
-    r"\$\{((?:SLUICE|NGINX|PGBOUNCER|POSTGRES|PROMETHEUS|GRAFANA)_[A-Z0-9_]+)\}"
+    r"\$\{((?:SLUICE|NGINX|PGBOUNCER|POSTGRES|PROMETHEUS|ALERTMANAGER|GRAFANA)_[A-Z0-9_]+)\}"
 )
 _URL_PATH = re.compile(r"http://[^/\s'\"]+(/[^\s'\")]*)")
 
@@ -323,6 +323,8 @@ def settings_env_problems(model: Mapping[str, Any], template_dirs: Iterable[Path
 def health_path_problems(model: Mapping[str, Any], app_paths: set[str]) -> list[str]:
     problems = []
     for name in app_image_services(model):
+        if _services(model)[name].get("command"):
+            continue  # the image running another program (the alert receiver)
         health = _services(model)[name].get("healthcheck") or {}
         for path in url_paths(" ".join(health.get("test") or [])):
             if path not in app_paths:

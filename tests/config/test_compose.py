@@ -50,6 +50,8 @@ def test_has_no_version_key() -> None:
         "POSTGRES_PASSWORD",
         "GRAFANA_ADMIN_PASSWORD",
         "PGBOUNCER_STATS_PASSWORD",
+        "POSTGRES_MONITOR_PASSWORD",
+        "SLUICE_RUNBOOK_URL",
     ],
 )
 def test_refuses_to_start_without_a_secret(
@@ -302,6 +304,94 @@ def test_pgbouncer_exporter_uses_the_stats_user(compose_model: dict[str, Any]) -
     stats_user = services["config"]["environment"]["PGBOUNCER_STATS_USER"]
     assert stats_user != services["config"]["environment"]["SLUICE_DB_USER"]
     command = " ".join(services["pgbouncer-exporter"]["command"])
-    assert f"://{stats_user}:" in command, command
+    assert f"://{stats_user}@" in command, command
     ini = (ROOT / "deploy" / "pgbouncer" / "pgbouncer.ini.template").read_text()
     assert "\nadmin_users =\n" in ini and "stats_users = ${PGBOUNCER_STATS_USER}" in ini
+
+
+EXPORTER_PASSWORD_FILES = {
+    "pgbouncer-exporter": ("PGPASSFILE", "pgbouncer-exporter"),
+    "postgres-exporter": ("DATA_SOURCE_PASS_FILE", "postgres-exporter"),
+}
+
+
+def test_no_password_on_a_command_line_and_the_exporters_read_files(
+    compose_model: dict[str, Any], staging_env_file: Path
+) -> None:
+    """What `ps` and `docker inspect` show of the exporters holds no password."""
+    env_file = read_env_file(staging_env_file)
+    passwords = {v for k, v in env_file.items() if "PASSWORD" in k or "SECRET" in k if v}
+    services = _services(compose_model)
+    for name, service in services.items():
+        argv = " ".join(
+            [*(service.get("entrypoint") or []), *(service.get("command") or [])]
+            + [str(t) for t in (service.get("healthcheck") or {}).get("test") or []]
+        )
+        assert not [p for p in passwords if p in argv], f"{name}: a password on its command line"
+    config = services["config"]
+    rendered_by_config = {
+        v["source"]: v["target"] for v in config["volumes"] if v.get("type") == "volume"
+    }
+    config_command = " ".join(config["command"])
+    for name, (variable, template_dir) in EXPORTER_PASSWORD_FILES.items():
+        service = services[name]
+        env = {k: str(v) for k, v in (service.get("environment") or {}).items()}
+        assert not [k for k, v in env.items() if any(p in v for p in passwords)], name
+        assert not {"DATA_SOURCE_PASS", "DATA_SOURCE_NAME", "PGPASSWORD"} & set(env), name
+        path = Path(env[variable])
+        (mount,) = [v for v in service["volumes"] if path.parent == Path(v["target"])]
+        assert mount.get("read_only"), f"{name}: its credentials volume is writable"
+        # `config` renders this exporter's own template dir into that volume.
+        target = rendered_by_config[mount["source"]]
+        assert f"/templates/{template_dir} {target}" in config_command, (name, target)
+        assert (ROOT / "deploy" / template_dir / f"{path.name}.template").exists()
+        # 0600 files written by `config` (the image's user): read by the same user.
+        assert service.get("user") == "10001:10001", f"{name} cannot read a 0600 file of 10001"
+    assert "USER 10001:10001" in (ROOT / "Dockerfile").read_text()
+
+
+def test_postgres_exporter_uses_the_monitoring_role(compose_model: dict[str, Any]) -> None:
+    services = _services(compose_model)
+    defaults = read_env_file(ROOT / "deploy" / "defaults.env")
+    monitor = defaults["POSTGRES_MONITOR_USER"]
+    assert services["postgres"]["environment"]["POSTGRES_MONITOR_USER"] == monitor
+    assert monitor != services["config"]["environment"]["SLUICE_DB_USER"]
+    exporter = services["postgres-exporter"]["environment"]
+    assert "DATA_SOURCE_USER" not in exporter, "the name comes from the rendered user file"
+    user_template = ROOT / "deploy" / "postgres-exporter" / "user.template"
+    assert Path(exporter["DATA_SOURCE_USER_FILE"]).name == user_template.stem
+    assert user_template.read_text().strip() == "${POSTGRES_MONITOR_USER}"
+
+
+def test_operator_uis_are_published_on_loopback(compose_model: dict[str, Any]) -> None:
+    for name in ("grafana", "alertmanager"):
+        ports = _services(compose_model)[name]["ports"]
+        assert [p["host_ip"] for p in ports] == ["127.0.0.1"], (name, ports)
+
+
+def test_alerts_route_from_prometheus_to_the_receiver(
+    compose_model: dict[str, Any], tmp_path: Path
+) -> None:
+    """The rendered Alertmanager config is valid and its default route is the receiver."""
+    services = _services(compose_model)
+    env = {k: str(v) for k, v in services["config"]["environment"].items()}
+    out = tmp_path / "alertmanager"
+    assert deployment.render(ROOT / "deploy" / "alertmanager", out, env) == ""
+    config = out / "alertmanager.yml"
+    check = subprocess.run(
+        [deployment.tool("amtool"), "check-config", str(config)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    route = yaml.safe_load(config.read_text())
+    (receiver,) = [r for r in route["receivers"] if r["name"] == route["route"]["receiver"]]
+    (webhook,) = receiver["webhook_configs"]
+    assert webhook["send_resolved"]
+    match = re.fullmatch(r"http://([\w-]+):(\d+)/", webhook["url"])
+    assert match, webhook["url"]
+    host, port = match.groups()
+    assert port in services[host]["expose"], (host, port)
+    assert env["PROMETHEUS_TARGET_ALERTMANAGER"] == "alertmanager:9093"
+    assert "9093" in services["alertmanager"]["expose"]

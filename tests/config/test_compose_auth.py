@@ -9,6 +9,10 @@ password, through PgBouncer and directly; the stored verifiers are SCRAM;
 the app's role owns its database without being a superuser; and on PgBouncer's
 admin console the app's user is refused every admin command while the
 exporter's stats user (a userlist entry, no PostgreSQL role) can only SHOW.
+The exporters' credentials, rendered by `config` from deploy/*-exporter/,
+log in: postgres_exporter (Debian's build of the image's program) with its
+user and password files as the monitoring role (pg_monitor, owns nothing),
+and the stats user with its pgpass file.
 """
 
 from __future__ import annotations
@@ -23,9 +27,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg2
 import pytest
-from mirakuru import TCPExecutor
+from mirakuru import HTTPExecutor, TCPExecutor
 
 from deploy.binaries import DB_SERVICE_USER, as_db_user, binary
 from tests.config import deployment
@@ -141,7 +146,7 @@ def test_scram_only_and_the_app_role_is_not_a_superuser(
         "PGBOUNCER_CONFIG_DIR": str(rendered / "pgbouncer"),
     }
     env = {**config_env, **local}
-    for name in ("postgres", "pgbouncer"):
+    for name in ("postgres", "pgbouncer", "postgres-exporter", "pgbouncer-exporter"):
         template_dir = ROOT / "deploy" / name
         assert deployment.render(template_dir, rendered / name, env) == ""
     if os.geteuid() == 0:
@@ -187,7 +192,7 @@ def test_scram_only_and_the_app_role_is_not_a_superuser(
                 " FROM pg_roles WHERE rolname = current_user",
                 app,
             )
-            assert role == (False, False, False, True)
+            assert role == (False, False, False, False), "the app needs no pg_monitor"
             owner = _query(
                 conn,
                 "SELECT pg_get_userbyid(datdba) FROM pg_database"
@@ -260,7 +265,93 @@ def test_scram_only_and_the_app_role_is_not_a_superuser(
             assert _query(conn, "SELECT 1") == (1,), "PgBouncer stopped serving"
         finally:
             conn.close()
+        _check_exporter_credentials(
+            services, rendered, pg_port, bouncer_port, admin, admin_password, state
+        )
     finally:
         if bouncer is not None:
             bouncer.stop()
         postgres.stop()
+
+
+def _check_exporter_credentials(
+    services: dict[str, Any],
+    rendered: Path,
+    pg_port: int,
+    bouncer_port: int,
+    admin: str,
+    admin_password: str,
+    state: Path,
+) -> None:
+    """The files `config` renders for the exporters log them in, and only as themselves."""
+    monitor = (rendered / "postgres-exporter" / "user").read_text().strip()
+    assert monitor == services["postgres"]["environment"]["POSTGRES_MONITOR_USER"]
+    assert monitor != services["config"]["environment"]["SLUICE_DB_USER"]
+    admin_conn = _connect(pg_port, admin, admin_password, "postgres")
+    try:
+        attributes = _query(
+            admin_conn,
+            "SELECT rolsuper, rolcreaterole, rolcreatedb, pg_has_role(%s, 'pg_monitor', 'MEMBER'),"
+            " (SELECT count(*) FROM pg_database WHERE datdba = r.oid),"
+            " rolpassword LIKE 'SCRAM-SHA-256$%%'"
+            " FROM pg_authid r WHERE rolname = %s",
+            monitor,
+            monitor,
+        )
+        assert attributes == (False, False, False, True, 0, True), attributes
+    finally:
+        admin_conn.close()
+
+    exporter = services["postgres-exporter"]["environment"]
+    uri = exporter["DATA_SOURCE_URI"].replace("postgres:5432", f"127.0.0.1:{pg_port}")
+    files = {
+        "DATA_SOURCE_USER_FILE": rendered / "postgres-exporter" / "user",
+        "DATA_SOURCE_PASS_FILE": rendered / "postgres-exporter" / "password",
+    }
+    assert {k: Path(exporter[k]).name for k in files} == {k: p.name for k, p in files.items()}
+    assert _postgres_exporter_up(uri, files, state) == 1
+    wrong = state / "wrong-password"
+    wrong.write_text("not-the-password\n")
+    assert _postgres_exporter_up(uri, {**files, "DATA_SOURCE_PASS_FILE": wrong}, state) == 0
+
+    pgpass = rendered / "pgbouncer-exporter" / "pgpass"
+    assert oct(pgpass.stat().st_mode & 0o777) == oct(0o600)
+    stats_user = services["config"]["environment"]["PGBOUNCER_STATS_USER"]
+    conn = psycopg2.connect(
+        host="127.0.0.1",
+        port=bouncer_port,
+        user=stats_user,
+        dbname="pgbouncer",
+        passfile=str(pgpass),
+        connect_timeout=5,
+    )
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("SHOW POOLS")
+            assert cur.fetchall()
+    finally:
+        conn.close()
+
+
+def _postgres_exporter_up(uri: str, files: dict[str, Path], state: Path) -> int:
+    """pg_up of a postgres_exporter started with these credential files."""
+    port = _free_port()
+    log = state / f"postgres-exporter-{port}.log"
+    with log.open("ab") as out:
+        exporter = HTTPExecutor(
+            [binary("prometheus-postgres-exporter"), f"--web.listen-address=127.0.0.1:{port}"],
+            url=f"http://127.0.0.1:{port}/metrics",
+            method="GET",
+            timeout=30,
+            envvars={"DATA_SOURCE_URI": uri, **{k: str(v) for k, v in files.items()}},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        exporter.start()
+    try:
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    finally:
+        exporter.stop()
+    (up,) = [line for line in metrics.splitlines() if line.startswith("pg_up ")]
+    return int(float(up.split()[1]))

@@ -34,6 +34,7 @@ MINIMAL_DEBIAN_LACKS = {
     "prometheus-postgres-exporter": ["/usr/bin/prometheus-postgres-exporter"],
     "prometheus-nginx-exporter": ["/usr/bin/prometheus-nginx-exporter"],
     "mtail": ["/usr/bin/mtail"],
+    "prometheus-alertmanager": ["/usr/bin/prometheus-alertmanager"],
     "util-linux": ["/usr/bin/setpriv"],
     "iproute2": ["/usr/bin/ss"],  # tests/reliability: listeners on loopback only
     "curl": ["/usr/bin/curl"],  # the README's first example

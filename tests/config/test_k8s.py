@@ -15,6 +15,7 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import jsonschema
 import kubernetes_validate
@@ -33,6 +34,9 @@ CRD_SCHEMAS = {
     "ScaledObject": Path(__file__).parent / "schemas" / "keda-scaledobject-v1alpha1.json",
 }
 SECRET_PLACEHOLDER = "k8s-test-secret-" + "x" * 40
+# What the namespace's Prometheus scrapes: the app, nginx's exporter and mtail,
+# PgBouncer's and PostgreSQL's exporters, Alertmanager.
+METRICS_PORTS = frozenset({9200, 9113, 3903, 9127, 9187, 9093})
 
 
 def kustomize_build(directory: Path) -> list[dict[str, Any]]:
@@ -126,12 +130,10 @@ def schema_problems(docs: list[dict[str, Any]]) -> list[str]:
 
 
 def config_map_problems(docs: list[dict[str, Any]], template_dirs: list[Path]) -> list[str]:
-    """Each template file the local stack renders (but Prometheus'), verbatim in a ConfigMap."""
+    """Each template file the local stack renders, and the rules, verbatim in a ConfigMap."""
     problems = []
     contents = [value for data in _config_maps(docs).values() for value in data.values()]
     for directory in template_dirs:
-        if directory.name == "prometheus":
-            continue  # the cluster's Prometheus; its rules are checked below
         for template in sorted(directory.rglob("*.template")):
             if template.read_text() not in contents:
                 problems.append(f"{template.relative_to(ROOT)} is not in any ConfigMap verbatim")
@@ -222,41 +224,79 @@ def app_problems(docs: list[dict[str, Any]], sizing: dict[str, str]) -> list[str
     return problems
 
 
-def _policy_peers(docs: list[dict[str, Any]], target: str) -> list[dict[str, Any]]:
-    """The `from` peers of every policy that selects pods labelled name=target."""
+def pod_labels(docs: list[dict[str, Any]]) -> dict[str, dict[str, str]]:
+    """Workload -> the labels its pods get: read off the rendered pod templates."""
+    return {
+        doc["metadata"]["name"]: doc["spec"]["template"]["metadata"].get("labels", {})
+        for doc in docs
+        if doc["kind"] in ("Deployment", "StatefulSet", "Job")
+    }
+
+
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """A label selector (matchLabels only: the manifests use nothing else) on labels."""
+    assert set(selector) <= {"matchLabels"}, f"unsupported selector {selector}"
+    return all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items())
+
+
+def _policies(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == "NetworkPolicy"]
+
+
+def _policy_peers(docs: list[dict[str, Any]], workload: str) -> list[dict[str, Any]]:
+    """The `from` peers of every policy that selects the pods of `workload`."""
+    labels = pod_labels(docs)[workload]
     peers = []
-    for doc in docs:
-        if doc["kind"] != "NetworkPolicy":
-            continue
-        selector = doc["spec"]["podSelector"].get("matchLabels", {})
-        labels = {"app.kubernetes.io/name": target, "app.kubernetes.io/part-of": "sluice"}
-        if all(labels.get(k) == v for k, v in selector.items()) and selector:
+    for doc in _policies(docs):
+        if _selects(doc["spec"]["podSelector"], labels):
             for rule in doc["spec"].get("ingress", []):
                 ports = {p.get("port") for p in rule.get("ports", [])}
                 peers += [{**peer, "_ports": ports} for peer in rule.get("from", [{}])]
     return peers
 
 
+def _reaches(peer: dict[str, Any], source: dict[str, str]) -> bool:
+    """Whether a same-namespace peer admits pods labelled `source`."""
+    return set(peer) - {"_ports"} == {"podSelector"} and _selects(peer["podSelector"], source)
+
+
 def network_problems(docs: list[dict[str, Any]]) -> list[str]:
     problems = []
+    labels = pod_labels(docs)
     deny = [
         d
-        for d in docs
-        if d["kind"] == "NetworkPolicy"
-        and d["spec"]["podSelector"] == {}
-        and not d["spec"].get("ingress")
+        for d in _policies(docs)
+        if d["spec"]["podSelector"] == {} and not d["spec"].get("ingress")
     ]
     if not deny:
         problems.append("no default-deny ingress policy")
+    for doc in _policies(docs):
+        selected = [w for w, pod in labels.items() if _selects(doc["spec"]["podSelector"], pod)]
+        if not selected:
+            problems.append(f"NetworkPolicy {doc['metadata']['name']} selects no pod")
     for peer in _policy_peers(docs, "sluice-postgres"):
         if 5432 not in peer["_ports"]:
             continue
-        name = peer.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/name")
-        if name not in ("sluice-pgbouncer", "sluice-migrate") or set(peer) - {
-            "podSelector",
-            "_ports",
-        }:
+        allowed = ("sluice-pgbouncer", "sluice-migrate")
+        if not any(_reaches(peer, labels[w]) for w in allowed) or any(
+            _reaches(peer, pod) for w, pod in labels.items() if w not in allowed
+        ):
             problems.append(f"PostgreSQL is reachable from {peer}: only PgBouncer may")
+    # Prometheus reaches every metrics port it scrapes, through the policies.
+    prometheus = labels.get("sluice-prometheus", {})
+    for workload, pod in _pod_templates(docs):
+        for container in pod["containers"]:
+            for port in container.get("ports", []):
+                if port["containerPort"] not in METRICS_PORTS:
+                    continue
+                if not any(
+                    port["containerPort"] in peer["_ports"] and _reaches(peer, prometheus)
+                    for peer in _policy_peers(docs, workload)
+                ):
+                    problems.append(
+                        f"{workload}/{container['name']}: Prometheus cannot reach port "
+                        f"{port['containerPort']} through the NetworkPolicies"
+                    )
     return problems
 
 
@@ -272,6 +312,7 @@ def autoscaling_problems(docs: list[dict[str, Any]], sizing: dict[str, str]) -> 
             f"sized for ({sizing['SLUICE_REPLICAS']}): more pods would exceed the budget"
         )
     exported = set(re.findall(r'"(sluice_[a-z_]+)"', (ROOT / "service" / "metrics.py").read_text()))
+    added = app_job_labels(docs)
     capacity = int(sizing["SLUICE_WORKERS"]) * int(sizing["SLUICE_MAX_IN_FLIGHT"])
     namespace = next(d["metadata"].get("namespace") for d in docs if d["kind"] == "Deployment")
     for trigger in scaled["triggers"]:
@@ -282,12 +323,46 @@ def autoscaling_problems(docs: list[dict[str, Any]], sizing: dict[str, str]) -> 
             problems.append("autoscaling on CPU/memory: scale on back-pressure instead")
         if f'namespace="{namespace}"' not in query:
             problems.append(f"the autoscaling query is not scoped to namespace {namespace}")
+        for label in set(re.findall(r"(\w+)\s*=~?", query)) - added - {"job", "instance"}:
+            problems.append(f"the autoscaling query selects on {label}, which no scrape adds")
+        address = urlsplit(trigger["metadata"]["serverAddress"])
+        service = _find(docs, "Service", "sluice-prometheus")
+        host = f"{service['metadata']['name']}.{service['metadata']['namespace']}.svc"
+        ports = {p["port"] for p in service["spec"]["ports"]}
+        if address.hostname != host or address.port not in ports:
+            problems.append(f"KEDA asks {address.netloc}, not this namespace's Prometheus")
         threshold = float(trigger["metadata"]["threshold"])
         if not 0 < threshold < capacity:
             problems.append(
                 f"threshold {threshold:g} must be below one pod's capacity ({capacity})"
             )
     return problems
+
+
+def prometheus_config(docs: list[dict[str, Any]], out: Path) -> dict[str, Any]:
+    """The namespace's Prometheus config, rendered as its init container renders it."""
+    render = _container(docs, "sluice-prometheus", "render")
+    env = container_env(render, docs)
+    pod = dict(_pod_templates(docs))["sluice-prometheus"]
+    source = out / "templates"
+    source.mkdir(parents=True, exist_ok=True)
+    for name, text in _config_maps(docs)[
+        _volume_config_map(pod, render, "/templates") or ""
+    ].items():
+        (source / name).write_text(text)
+    assert deployment.render(source, out / "rendered", env) == ""
+    config: dict[str, Any] = yaml.safe_load((out / "rendered" / "prometheus.yml").read_text())
+    return config
+
+
+def app_job_labels(docs: list[dict[str, Any]]) -> set[str]:
+    """Labels the `sluice` job's relabelling puts on every app series."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        config = prometheus_config(docs, Path(tmp))
+    (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "sluice"]
+    return {r["target_label"] for r in job.get("relabel_configs", []) if "target_label" in r}
 
 
 # --------------------------------------------------------------------------
@@ -361,8 +436,16 @@ def test_app_probes_drain_resources(manifests: list[dict[str, Any]]) -> None:
     assert app_problems(manifests, read_env_file(OVERLAY_SIZING)) == []
 
 
-def test_database_only_reachable_from_pgbouncer(manifests: list[dict[str, Any]]) -> None:
+def test_network_policies_select_the_pods_they_are_meant_for(
+    manifests: list[dict[str, Any]],
+) -> None:
+    """Labels as the rendered pod templates carry them: PostgreSQL only from PgBouncer
+    (and the migrations), every metrics port from the namespace's Prometheus."""
     assert network_problems(manifests) == []
+    labels = pod_labels(manifests)
+    metrics = _find(manifests, "NetworkPolicy", "sluice-metrics-from-prometheus")
+    selected = {w for w, pod in labels.items() if _selects(metrics["spec"]["podSelector"], pod)}
+    assert selected == set(labels) - {"sluice-migrate"} or selected == set(labels), selected
 
 
 def test_autoscaling_on_back_pressure_within_the_budget(manifests: list[dict[str, Any]]) -> None:
@@ -403,6 +486,16 @@ def _typo_in_crd(docs: list[dict[str, Any]]) -> None:
     _find(docs, "ScaledObject", "sluice-app")["spec"]["maxReplicas"] = 20
 
 
+def _label_pods_no_more(docs: list[dict[str, Any]]) -> None:
+    for _, pod in [(d, d["spec"]["template"]) for d in docs if d["kind"] == "Deployment"]:
+        pod["metadata"]["labels"].pop("app.kubernetes.io/part-of", None)
+
+
+def _keda_on_the_operators_prometheus(docs: list[dict[str, Any]]) -> None:
+    trigger = _find(docs, "ScaledObject", "sluice-app")["spec"]["triggers"][0]
+    trigger["metadata"]["serverAddress"] = "http://prometheus-operated.monitoring.svc:9090"
+
+
 def _drop_render_variable(docs: list[dict[str, Any]]) -> None:
     render = _container(docs, "sluice-pgbouncer", "render")
     render["env"] = [e for e in render["env"] if e["name"] != "PGBOUNCER_SERVER_HOST"]
@@ -415,6 +508,8 @@ K8S_DRIFTS = {
     "scaled past the budget": (_scale_past_the_budget, "maxReplicaCount (20)"),
     "typo in the ScaledObject": (_typo_in_crd, "ScaledObject/sluice-app"),
     "render variable dropped": (_drop_render_variable, "undefined variables"),
+    "pods without part-of": (_label_pods_no_more, "Prometheus cannot reach port 9200"),
+    "KEDA elsewhere": (_keda_on_the_operators_prometheus, "not this namespace's Prometheus"),
 }
 
 
@@ -459,10 +554,170 @@ def test_pgbouncer_gives_nobody_admin_and_the_exporter_only_stats(
     assert settings["stats_users"] == env["PGBOUNCER_STATS_USER"] != env["SLUICE_DB_USER"]
     exporter = _container(manifests, "sluice-pgbouncer", "exporter")
     (dsn,) = [a for a in exporter["args"] if a.startswith("--pgBouncer.connectionString=")]
-    assert f"://{env['PGBOUNCER_STATS_USER']}:" in dsn, dsn
-    secrets = {
-        item["name"]: item["valueFrom"]["secretKeyRef"]["key"]
-        for item in exporter.get("env", [])
-        if "valueFrom" in item
+    assert f"://{env['PGBOUNCER_STATS_USER']}@" in dsn, dsn
+
+
+# --------------------------------------------------------------------------
+# Monitoring: the namespace's Prometheus (plain annotations), one story
+
+
+def _service_target(docs: list[dict[str, Any]], target: str) -> tuple[str, dict[str, Any]]:
+    """(workload, container) behind `service:port`, through the Service's selector."""
+    host, _, port = target.rpartition(":")
+    (service,) = [d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == host]
+    (spec,) = [p for p in service["spec"]["ports"] if p["port"] == int(port)]
+    for workload, labels in pod_labels(docs).items():
+        if all(labels.get(k) == v for k, v in service["spec"]["selector"].items()):
+            for container in dict(_pod_templates(docs))[workload]["containers"]:
+                for cport in container.get("ports", []):
+                    if spec["targetPort"] in (cport.get("name"), cport["containerPort"]):
+                        return workload, container
+    raise AssertionError(f"{target}: no pod container behind it")
+
+
+def test_one_monitoring_story(manifests: list[dict[str, Any]]) -> None:
+    kinds = {d["kind"] for d in manifests}
+    assert not kinds & {"ServiceMonitor", "PodMonitor", "PrometheusRule", "Prometheus"}
+    text = yaml.safe_dump_all(manifests)
+    assert "prometheus-operated" not in text, "KEDA or something else asks another Prometheus"
+
+
+def test_prometheus_renders_the_repo_config_with_the_repo_rules(
+    manifests: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    config = prometheus_config(manifests, tmp_path)
+    render = _container(manifests, "sluice-prometheus", "render")
+    rules_dir = container_env(render, manifests)["PROMETHEUS_RULES_DIR"]
+    prometheus = _container(manifests, "sluice-prometheus", "prometheus")
+    pod = dict(_pod_templates(manifests))["sluice-prometheus"]
+    rules_map = _volume_config_map(pod, prometheus, rules_dir)
+    assert rules_map and rules_map.startswith("sluice-prometheus-rules"), rules_map
+    assert config["rule_files"] == [f"{rules_dir}/*.yml"]
+    # promtool accepts it, with the rules where the ConfigMap puts them. Debian's
+    # promtool is built without Kubernetes discovery, so the app job's is
+    # swapped for a static target there (its relabelling is still checked).
+    text = (tmp_path / "rendered" / "prometheus.yml").read_text()
+    text = re.sub(
+        r"kubernetes_sd_configs: \[.*\]", 'static_configs: [{targets: ["app:9200"]}]', text
+    )
+    local = tmp_path / "check.yml"
+    local.write_text(text.replace(rules_dir, str(ROOT / "deploy" / "prometheus" / "rules")))
+    result = subprocess.run(
+        ["promtool", "check", "config", str(local)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_scrape_target_exists(manifests: list[dict[str, Any]], tmp_path: Path) -> None:
+    config = prometheus_config(manifests, tmp_path)
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    expected = {
+        "nginx": ("sluice-nginx", "exporter"),
+        "nginx_log": ("sluice-nginx", "log-exporter"),
+        "pgbouncer": ("sluice-pgbouncer", "exporter"),
+        "postgres": ("sluice-postgres", "exporter"),
+        "alertmanager": ("sluice-alertmanager", "alertmanager"),
     }
-    assert secrets == {"PGBOUNCER_STATS_PASSWORD": "pgbouncer-stats-password"}
+    for job, behind in expected.items():
+        (target,) = jobs[job]["static_configs"][0]["targets"]
+        workload, container = _service_target(manifests, target)
+        assert (workload, container["name"]) == behind, (job, target)
+    # The app: every pod with the annotations, on the port named metrics.
+    (sd,) = jobs["sluice"]["kubernetes_sd_configs"]
+    assert sd["role"] == "pod" and sd["namespaces"] == {"own_namespace": True}
+    annotated = {
+        d["metadata"]["name"]: d["spec"]["template"]["metadata"].get("annotations", {})
+        for d in manifests
+        if d["kind"] in ("Deployment", "StatefulSet")
+    }
+    scraped = {w for w, a in annotated.items() if a.get("prometheus.io/scrape") == "true"}
+    assert scraped == {"sluice-app"}, "annotations on a pod the app job does not scrape"
+    app = _container(manifests, "sluice-app", "app")
+    (metrics,) = [p for p in app["ports"] if p["name"] == "metrics"]
+    assert str(metrics["containerPort"]) == annotated["sluice-app"]["prometheus.io/port"]
+
+
+def test_alerts_go_to_the_namespaces_alertmanager_and_its_receiver(
+    manifests: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    config = prometheus_config(manifests, tmp_path)
+    ((alertmanagers,),) = [a["static_configs"] for a in config["alerting"]["alertmanagers"]]
+    (target,) = alertmanagers["targets"]
+    assert _service_target(manifests, target)[0] == "sluice-alertmanager"
+    render = _container(manifests, "sluice-alertmanager", "render")
+    webhook = urlsplit(container_env(render, manifests)["ALERTMANAGER_WEBHOOK_URL"])
+    receiver = _container(manifests, "sluice-alertmanager", "alert-receiver")
+    assert webhook.hostname == "127.0.0.1", "the receiver is beside Alertmanager, in its pod"
+    assert webhook.port in {p["containerPort"] for p in receiver["ports"]}
+    assert "/app/deploy/alert_receiver.py" in receiver["command"]
+    labels = yaml.safe_load((tmp_path / "rendered" / "prometheus.yml").read_text())["global"]
+    assert labels["external_labels"]["runbook_base"].endswith("docs/observability.md")
+
+
+def test_mtail_beside_nginx_counts_its_refusals(manifests: list[dict[str, Any]]) -> None:
+    pod = dict(_pod_templates(manifests))["sluice-nginx"]
+    nginx = _container(manifests, "sluice-nginx", "nginx")
+    mtail = _container(manifests, "sluice-nginx", "log-exporter")
+    args = dict(a.removeprefix("--").split("=", 1) for a in mtail["args"] if "=" in a)
+    progs = _volume_config_map(pod, mtail, args["progs"])
+    programs = {p.name: p.read_text() for p in (ROOT / "deploy" / "prometheus" / "mtail").iterdir()}
+    assert progs and _config_maps(manifests)[progs] == programs
+    log_dir = container_env(nginx, manifests)["NGINX_LOG_DIR"]
+    assert args["logs"] == f"{log_dir}/access.log"
+    volumes = [
+        {m["name"] for m in c["volumeMounts"] if m["mountPath"] == log_dir} for c in (nginx, mtail)
+    ]
+    assert volumes[0] and volumes[0] == volumes[1], "mtail does not read nginx's log volume"
+    assert args["emit_prog_label"] == "false", "the counters keep the app's names and labels"
+
+
+def test_dashboards_ship_for_grafanas_sidecar(manifests: list[dict[str, Any]]) -> None:
+    (config_map,) = [
+        d
+        for d in manifests
+        if d["kind"] == "ConfigMap" and d["metadata"].get("labels", {}).get("grafana_dashboard")
+    ]
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    dashboards = ROOT / "grafana" / "dashboards"
+    assert config_map["data"] == {p.name: p.read_text() for p in dashboards.glob("*.json")}
+
+
+def test_exporters_read_their_credentials_from_files(
+    manifests: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    """No password in an exporter's args or environment; postgres_exporter as the monitor role."""
+    defaults = read_env_file(ROOT / "deploy" / "defaults.env")
+    for workload, variable, template_dir in (
+        ("sluice-pgbouncer", "PGPASSFILE", "pgbouncer-exporter"),
+        ("sluice-postgres", "DATA_SOURCE_PASS_FILE", "postgres-exporter"),
+    ):
+        pod = dict(_pod_templates(manifests))[workload]
+        exporter = _container(manifests, workload, "exporter")
+        assert not [a for a in exporter.get("args", []) if "$(" in a or "PASSWORD" in a], workload
+        assert not [e for e in exporter.get("env", []) if "valueFrom" in e], workload
+        env = container_env(exporter, manifests)
+        path = Path(env[variable])
+        (mount,) = [m for m in exporter["volumeMounts"] if Path(m["mountPath"]) == path.parent]
+        assert mount.get("readOnly"), workload
+        # An init container renders this exporter's template dir into that volume.
+        render = _container(manifests, workload, "render-exporter")
+        templates = _volume_config_map(pod, render, "/templates") or ""
+        expected = {
+            t.name: t.read_text() for t in (ROOT / "deploy" / template_dir).glob("*.template")
+        }
+        assert _config_maps(manifests)[templates] == expected, workload
+        (out,) = [m for m in render["volumeMounts"] if m["name"] == mount["name"]]
+        assert render["command"][-1] == out["mountPath"], workload
+        rendered = tmp_path / workload
+        source = tmp_path / f"{workload}-templates"
+        source.mkdir()
+        for name, text in expected.items():
+            (source / name).write_text(text)
+        assert deployment.render(source, rendered, container_env(render, manifests)) == ""
+        assert (rendered / path.name).read_text().strip() == SECRET_PLACEHOLDER or (
+            path.name == "pgpass" and SECRET_PLACEHOLDER in (rendered / path.name).read_text()
+        )
+    monitor = (tmp_path / "sluice-postgres" / "user").read_text().strip()
+    assert monitor == defaults["POSTGRES_MONITOR_USER"]
+    postgres = container_env(_container(manifests, "sluice-postgres", "postgres"), manifests)
+    assert postgres["POSTGRES_MONITOR_USER"] == monitor != postgres["SLUICE_DB_USER"]

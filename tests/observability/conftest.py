@@ -12,6 +12,7 @@ from tests.stackctl import ROOT
 
 PROMETHEUS_DIR = ROOT / "deploy" / "prometheus"
 DASHBOARDS_DIR = ROOT / "grafana" / "dashboards"
+CONSOLES_DIR = ROOT / "grafana" / "consoles"
 
 
 def tool(name: str) -> str:
@@ -49,3 +50,15 @@ def panel_queries(path: Path) -> list[tuple[str, str]]:
         for target in panel.get("targets", []):
             found.append((panel["title"], target["expr"]))
     return found
+
+
+def panel_queries_by_title(console: str) -> list[tuple[str, list[str]]]:
+    """(panel title, its queries' legends) of the dashboard a console page draws."""
+    import json
+
+    dashboard = json.loads((DASHBOARDS_DIR / console.replace(".html", ".json")).read_text())
+    return [
+        (panel["title"], [target["legendFormat"] for target in panel["targets"]])
+        for panel in dashboard["panels"]
+        if panel["type"] != "row"
+    ]

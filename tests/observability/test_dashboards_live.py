@@ -1,5 +1,9 @@
 """The dashboards are true: every panel's and recording rule's query returns data.
 
+And the local stack shows them: every console page Prometheus serves
+(grafana/consoles/, generated with the Grafana JSON) opened in Debian's
+chromium while the stack serves a steady load, each panel drawn with data.
+
 Starts its own small stack (port base 25100) with Prometheus scraping every
 second and limits small enough that a short burst is refused at nginx (rate
 limit, connection cap) and by admission (queue full), and one request whose
@@ -12,18 +16,27 @@ every query.
 
 from __future__ import annotations
 
+import contextlib
+import json
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import psycopg2
 import pytest
 
 from tests.api import Api
-from tests.observability.conftest import DASHBOARDS_DIR, panel_queries, recording_rules
+from tests.observability.conftest import (
+    DASHBOARDS_DIR,
+    panel_queries,
+    panel_queries_by_title,
+    recording_rules,
+)
 from tests.stackctl import RunningStack, local_stack
 
 pytestmark = pytest.mark.stack
@@ -161,4 +174,127 @@ def test_every_target_is_up(prometheus: str) -> None:
     down = [r["metric"] for r in _query(prometheus, "up") if r["value"][1] != "1"]
     assert not down
     jobs = {r["metric"]["job"] for r in _query(prometheus, "up")}
-    assert jobs == {"sluice", "nginx", "nginx_log", "pgbouncer", "postgres", "prometheus"}
+    assert jobs == {
+        "sluice",
+        "nginx",
+        "nginx_log",
+        "pgbouncer",
+        "postgres",
+        "prometheus",
+        "alertmanager",
+    }
+
+
+# --------------------------------------------------------------------------
+# The local dashboards, in a real browser, while the stack is under load
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+# The last 10 minutes (prom_console.js reads its time range from the hash).
+RECENT = "#pctc" + quote(json.dumps({"duration": 600, "endTime": 0}))
+LOAD_RPS = 20
+# Quantiles of the last minute that the load must have fed before a page
+# shows them as lines (a few evaluations of 1 s, LOAD_WARMUP_S).
+LOAD_DRAWN_RULES = (
+    "route:sluice_http_request_duration_seconds:p99_1m",
+    "sluice:request_queue_seconds:p99_1m",
+    "sluice:admission_wait_seconds:p99_1m",
+)
+LOAD_WARMUP_S = 5
+
+
+@contextlib.contextmanager
+def _steady_load(base_url: str, headers: dict[str, str]) -> Iterator[Counter[int]]:
+    """GETs through nginx at LOAD_RPS until the block ends; yields the status counts."""
+    statuses: Counter[int] = Counter()
+    stop = threading.Event()
+
+    def run() -> None:
+        with httpx.Client(base_url=base_url, timeout=5.0) as client:
+            while not stop.wait(1 / LOAD_RPS):
+                try:
+                    statuses[client.get("/api/v1/items/", headers=headers).status_code] += 1
+                except httpx.TransportError:
+                    statuses[-1] += 1
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield statuses
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+
+
+_PANELS_DRAWN = """() => [...document.querySelectorAll('.sluice-graph')].every(
+    g => g.querySelector('.rickshaw_legend li, .prom_graph_error'))"""
+_PANELS = """() => [...document.querySelectorAll('.sluice-panel')].map(p => ({
+    title: p.querySelector('h3').textContent,
+    error: (p.querySelector('.prom_graph_error') || {}).textContent || '',
+    legend: [...p.querySelectorAll('.rickshaw_legend .label')].map(l => l.textContent),
+    lines: [...p.querySelectorAll('svg path.path, svg path.area')]
+        .filter(path => (path.getAttribute('d') || '').includes('L')).length,
+}))"""
+
+
+def test_every_local_dashboard_draws_every_panel(
+    prometheus: str, loaded_stack: RunningStack
+) -> None:
+    """Each console page of Prometheus, as a browser draws it: every panel has data."""
+    from playwright.sync_api import sync_playwright
+
+    api = Api(loaded_stack.url)
+    try:
+        _, headers = api.new_user()
+    finally:
+        api.close()
+    index = loaded_stack.env["SLUICE_DASHBOARDS_URL"]
+    assert index.startswith(prometheus)
+    failures: list[str] = []
+    with _steady_load(loaded_stack.url, headers) as served, sync_playwright() as playwright:
+        # The latency panels are quantiles over the last minute: NaN (no line)
+        # until the load has run a few evaluations, if the burst is older.
+        _wait_for(
+            lambda: all(_query(prometheus, f"{rule} >= 0") for rule in LOAD_DRAWN_RULES),
+            30,
+            "Prometheus to see the steady load",
+        )
+        time.sleep(LOAD_WARMUP_S)
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 1200})
+            errors: list[str] = []
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            page.goto(index)
+            links = page.eval_on_selector_all(
+                "li a[href*='/consoles/']", "links => links.map(a => a.href)"
+            )
+            assert len(links) == len(list(DASHBOARDS_DIR.glob("*.json"))), links
+            for link in links:
+                page.goto(link + RECENT)
+                page.wait_for_function(_PANELS_DRAWN, timeout=30_000)
+                panels = page.evaluate(_PANELS)
+                queries = dict(panel_queries_by_title(link.rsplit("/", 1)[1]))
+                assert {p["title"] for p in panels} == set(queries), link
+                for panel in panels:
+                    where = f"{link.rsplit('/', 1)[1]}: {panel['title']}"
+                    if panel["error"] or not panel["legend"]:
+                        failures.append(f"{where}: drew nothing ({panel['error'] or 'no series'})")
+                    elif not panel["lines"]:
+                        failures.append(f"{where}: series {panel['legend']} but no line")
+                    for legend in queries[panel["title"]]:
+                        if "{{" not in legend and legend not in panel["legend"]:
+                            failures.append(f"{where}: no {legend!r} series")
+            assert not errors, errors
+        finally:
+            browser.close()
+    assert served[200] > 0, f"no load was served while browsing: {served}"
+    assert not failures, "panels that drew no data:\n  " + "\n  ".join(failures)
