@@ -13,6 +13,8 @@ from service import error_handlers
 from service.admission import AdmissionController, AdmissionMiddleware
 from service.api.routes import health, items, login, users
 from service.db import DatabaseLiveness, create_db_engine, create_session_factory
+from service.mail import Mailer
+from service.passwords import PasswordHasher
 from service.probe_port import ProbePortOnly
 from service.request_metrics import RequestMetricsMiddleware
 from service.settings import Settings, get_settings
@@ -54,6 +56,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         queue_length=limits.queue_length,
         discipline=settings.admission_discipline,
     )
+    app.state.passwords = PasswordHasher(
+        concurrency=settings.password_hash_concurrency,
+        wait_s=settings.password_hash_wait_ms / 1000,
+    )
+    app.state.mailer = Mailer(settings)
 
     app.include_router(health.router)
     for router in (login.router, users.router, items.router):

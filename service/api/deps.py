@@ -18,7 +18,9 @@ from sqlalchemy.orm import Session
 
 from service.db import DEADLINE_KEY
 from service.errors import Forbidden, Unauthorized
+from service.mail import Mailer
 from service.models import User
+from service.passwords import PasswordHasher
 from service.security import decode_access_token
 from service.settings import Settings
 
@@ -47,9 +49,28 @@ def get_session(request: Request) -> Iterator[Session]:
             session.invalidate()
 
 
+def get_passwords(request: Request) -> PasswordHasher:
+    passwords: PasswordHasher = request.app.state.passwords
+    return passwords
+
+
+def get_mailer(request: Request) -> Mailer:
+    mailer: Mailer = request.app.state.mailer
+    return mailer
+
+
+def get_deadline(request: Request) -> float | None:
+    """When this request's time is up (time.monotonic()), if admission set a deadline."""
+    deadline: float | None = getattr(request.state, "deadline", None)
+    return deadline
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[Session, Depends(get_session)]
 TokenDep = Annotated[str | None, Depends(oauth2_scheme)]
+PasswordsDep = Annotated[PasswordHasher, Depends(get_passwords)]
+MailerDep = Annotated[Mailer, Depends(get_mailer)]
+DeadlineDep = Annotated[float | None, Depends(get_deadline)]
 
 
 def get_current_user(session: SessionDep, token: TokenDep, settings: SettingsDep) -> User:
@@ -66,3 +87,12 @@ def get_current_user(session: SessionDep, token: TokenDep, settings: SettingsDep
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
+
+
+def get_current_active_superuser(current_user: CurrentUser) -> User:
+    if not current_user.is_superuser:
+        raise Forbidden("The user doesn't have enough privileges")
+    return current_user
+
+
+CurrentSuperuser = Annotated[User, Depends(get_current_active_superuser)]
