@@ -50,7 +50,7 @@ from deploy.layout import DB_ROOT, ROOT, Layout, layout_from_env, switches_user
 from deploy.services import START_TIMEOUT_S, services, tail
 
 # What stack.env publishes of the environment (secrets and passwords never).
-_PUBLISHED_PREFIXES = ("SLUICE_", "NGINX_", "PGBOUNCER_", "POSTGRES_")
+_PUBLISHED_PREFIXES = ("SLUICE_", "NGINX_", "PGBOUNCER_", "POSTGRES_", "SMTP_", "EMAILS_")
 
 
 class RunningStack:
@@ -108,6 +108,8 @@ class RunningStack:
                 f"{env['SLUICE_DB_NAME']}"
             ),
             "SLUICE_PROMETHEUS_URL": self.layout.url("prometheus"),
+            "SLUICE_SMTP_URL": f"smtp://127.0.0.1:{p['smtp']}",
+            "SLUICE_MAILBOX_URL": self.layout.mail_dir.as_uri(),
             "SLUICE_STATE_DIR": str(self.layout.state),
             "SLUICE_PORT_BASE": str(self.layout.port_base),
             "SLUICE_SUPERVISOR_PID": str(os.getpid()),
@@ -445,6 +447,8 @@ def status(layout: Layout) -> int:
         "SLUICE_URL",
         "SLUICE_METRICS_URL",
         "SLUICE_PROMETHEUS_URL",
+        "SLUICE_SMTP_URL",
+        "SLUICE_MAILBOX_URL",
         *observability.URL_KEYS,
         "SLUICE_DATABASE_URL",
         "SLUICE_PGBOUNCER_URL",
@@ -452,6 +456,8 @@ def status(layout: Layout) -> int:
         print(f"{key:24} {published.get(key, '-')}")
     print(f"{'docs':24} {layout.url('nginx', '/docs')}")
     print(f"{'logs':24} {layout.logs}")
+    if layout.first_superuser_file.exists():
+        print(f"{'first superuser':24} {layout.first_superuser_file}  (email and password)")
     if layout.db_dir != layout.state:
         print(f"{'database files':24} {layout.db_dir}  (PostgreSQL data, sockets, configs)")
     print(f"{'env':24} {layout.env_file}  (source it: . {layout.env_file})")

@@ -20,7 +20,15 @@ from deploy.stack import RunningStack, Stack
 # two test runs can share a machine: `TESTS_PORT_SHIFT=1000 pytest ...`.
 PORT_SHIFT = int(os.environ.get("TESTS_PORT_SHIFT", "0"))
 # The launcher's variables: a test stack is configured by its overrides alone.
-_STACK_PREFIXES = ("SLUICE_", "NGINX_", "PGBOUNCER_", "POSTGRES_")
+_STACK_PREFIXES = (
+    "SLUICE_",
+    "NGINX_",
+    "PGBOUNCER_",
+    "POSTGRES_",
+    "SMTP_",
+    "EMAILS_",
+    "FIRST_SUPERUSER",
+)
 
 __all__ = ["PORT_SHIFT", "ROOT", "RunningStack", "launcher", "local_stack", "run_gunicorn"]
 
