@@ -22,6 +22,7 @@ def staging_env_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "POSTGRES_PASSWORD": secrets.token_urlsafe(24),
         "GRAFANA_ADMIN_PASSWORD": secrets.token_urlsafe(16),
         "PGBOUNCER_STATS_PASSWORD": secrets.token_urlsafe(24),
+        "FIRST_SUPERUSER_PASSWORD": secrets.token_urlsafe(18),
     }
     path = tmp_path_factory.mktemp("staging") / ".env"
     shutil.copyfile(deployment.ROOT / ".env.example", path)

@@ -50,6 +50,7 @@ def test_has_no_version_key() -> None:
         "POSTGRES_PASSWORD",
         "GRAFANA_ADMIN_PASSWORD",
         "PGBOUNCER_STATS_PASSWORD",
+        "FIRST_SUPERUSER_PASSWORD",
     ],
 )
 def test_refuses_to_start_without_a_secret(
