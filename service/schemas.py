@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, StrictBool
 
 # PostgreSQL text cannot hold NUL: such a value would fail in the driver (a
 # 500); the pattern refuses it up front and tells clients in the schema.
@@ -44,8 +44,9 @@ class UserRegister(BaseModel):
 class UserCreate(UserRegister):
     """What a superuser may set on a new user (POST /users/)."""
 
-    is_active: bool = True
-    is_superuser: bool = False
+    # Strict: JSON true/false only, as the schema says (0 or "no" would pass as false).
+    is_active: StrictBool = True
+    is_superuser: StrictBool = False
 
 
 class UserUpdate(BaseModel):
@@ -56,8 +57,8 @@ class UserUpdate(BaseModel):
     email: Email = Field(default=None)  # type: ignore[assignment]
     password: Password = Field(default=None)  # type: ignore[assignment]
     full_name: FullName | None = None
-    is_active: bool = Field(default=None)  # type: ignore[assignment]
-    is_superuser: bool = Field(default=None)  # type: ignore[assignment]
+    is_active: StrictBool = Field(default=None)  # type: ignore[assignment]
+    is_superuser: StrictBool = Field(default=None)  # type: ignore[assignment]
 
 
 class UserUpdateMe(BaseModel):

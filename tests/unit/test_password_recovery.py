@@ -293,3 +293,22 @@ def test_superusers_see_the_recovery_email_without_sending_it(
         ).json()["access_token"]
     }
     assert client.post(path, headers=normal).status_code == 403
+
+
+def test_a_user_created_by_a_superuser_gets_no_mail_with_their_password(
+    make_client: MakeClient, session: Session, stack: RunningStack
+) -> None:
+    """The template mails new users their password in clear when mail is set up; Sluice never."""
+    client = make_client()
+    root = _user(session, superuser=True)
+    token = client.post(
+        "/api/v1/login/access-token", data={"username": root.email, "password": PASSWORD}
+    ).json()["access_token"]
+    email = f"new-{uuid.uuid4().hex[:8]}@example.com"
+    created = client.post(
+        "/api/v1/users/",
+        json={"email": email, "password": PASSWORD},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert created.status_code == 201
+    assert _messages_to(stack, email) == []

@@ -291,3 +291,38 @@ def test_hashing_beyond_its_bound_is_503_and_creates_nothing(
         assert response.headers["Retry-After"]
     assert session.scalar(select(User).where(User.email == email)) is None
     _user(client, email)  # the turn is back
+
+
+def test_a_superuser_cannot_demote_or_deactivate_itself(
+    client: TestClient, root: tuple[dict[str, str], str], session: Session
+) -> None:
+    admin, admin_id = root
+    for change in ({"is_superuser": False}, {"is_active": False}):
+        response = client.patch(f"{USERS}{admin_id}", json=change, headers=admin)
+        assert response.status_code == 403, response.text
+        assert response.json()["reason"] == "superuser_self_demote"
+    user = session.get(User, uuid.UUID(admin_id))
+    assert user is not None and user.is_superuser and user.is_active
+    # Its own name, email or password it may change there.
+    renamed = client.patch(f"{USERS}{admin_id}", json={"full_name": "Root"}, headers=admin)
+    assert renamed.status_code == 200 and renamed.json()["full_name"] == "Root"
+
+
+@pytest.mark.parametrize("value", [0, 1, "true", "false", None])
+def test_flags_are_json_booleans_only(
+    client: TestClient, root: tuple[dict[str, str], str], value: object
+) -> None:
+    admin, _ = root
+    _, user_id = _user(client)
+    response = client.patch(f"{USERS}{user_id}", json={"is_superuser": value}, headers=admin)
+    assert response.status_code == 422, response.text
+    created = client.post(
+        USERS,
+        json={
+            "email": f"f-{uuid.uuid4().hex[:6]}@example.com",
+            "password": PASSWORD,
+            "is_active": value,
+        },
+        headers=admin,
+    )
+    assert created.status_code == 422, created.text

@@ -135,7 +135,15 @@ def reset_password(
     "/password-recovery-html-content/{email}",
     dependencies=[Depends(get_current_active_superuser)],
     response_class=HTMLResponse,
-    responses=_errors(403, 404),
+    # Its errors are JSON like every other; named here, or FastAPI would
+    # document them as text/html, the route's own type.
+    responses={
+        code: {
+            "description": description,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+        }
+        for code, description in ((403, "Not a superuser"), (404, "No such user"))
+    },
 )
 def recover_password_html_content(
     email: EmailPath, session: SessionDep, settings: SettingsDep

@@ -132,9 +132,19 @@ def read_user_by_id(session: SessionDep, current_user: CurrentUser, user_id: uui
     responses=_errors(403, 404, 409, 503),
 )
 def update_user(
-    session: SessionDep, passwords: PasswordsDep, user_id: uuid.UUID, body: UserUpdate
+    session: SessionDep,
+    passwords: PasswordsDep,
+    current_user: CurrentUser,
+    user_id: uuid.UUID,
+    body: UserUpdate,
 ) -> UserPublic:
     user = crud.get_user(session=session, user_id=user_id)
+    if user.id == current_user.id and False in (body.is_superuser, body.is_active):
+        # As with deleting itself: the last superuser could lock everyone out.
+        raise Forbidden(
+            "Super users are not allowed to remove their own privileges or deactivate themselves",
+            reason="superuser_self_demote",
+        )
     user = crud.update_user(session=session, user=user, data=body, passwords=passwords)
     transactions.commit(session)
     return UserPublic.model_validate(user)
