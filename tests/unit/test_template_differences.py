@@ -58,7 +58,7 @@ def test_a_taken_email_is_409(client: TestClient, session: Session) -> None:
 
 
 def test_another_users_item_is_404(client: TestClient) -> None:
-    """Template: 400 "Not enough permissions", which tells the item exists."""
+    """Template: 403 "Not enough permissions" (older versions 400), which tells the item exists."""
     alice, _ = _signup(client)
     bob, _ = _signup(client)
     item = client.post("/api/v1/items/", json={"title": "a"}, headers=alice).json()
