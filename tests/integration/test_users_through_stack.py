@@ -206,9 +206,8 @@ def test_deleting_a_user_deletes_their_items_in_the_same_transaction(
 def _mail_to(stack: RunningStack, email: str, timeout_s: float = 5.0) -> list[Message]:
     deadline = time.monotonic() + timeout_s
     while True:
-        found = [
-            m for m in mailbox.Maildir(stack.layout.mail_dir, create=False) if m["To"] == email
-        ]
+        box = mailbox.Maildir(stack.layout.mail_dir, create=False)
+        found: list[Message] = [m for m in box if m["To"] == email]
         if found or time.monotonic() > deadline:
             return found
         time.sleep(0.1)

@@ -10,7 +10,6 @@ import mailbox
 import os
 import re
 import signal
-import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -31,6 +30,7 @@ from service.models import User
 from service.passwords import hash_password
 from service.security import RESET_AUDIENCE, password_fingerprint
 from service.settings import Settings
+from tests.ports import free_port
 from tests.stackctl import RunningStack
 
 PASSWORD = "correct-horse-battery"
@@ -38,13 +38,6 @@ NEW_PASSWORD = "a-new-horse-battery"
 RECOVERY_SENT = {"message": "If that email is registered, we sent a password recovery link"}
 
 MakeClient = Callable[..., TestClient]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture
@@ -217,7 +210,7 @@ def test_a_reset_token_for_an_inactive_user_is_refused(
 def test_mail_server_down_is_the_same_503_for_known_and_unknown_emails(
     make_client: MakeClient, session: Session
 ) -> None:
-    client = make_client(smtp_port=_free_port())
+    client = make_client(smtp_port=free_port())
     user = _user(session)
     known = client.post(f"/api/v1/password-recovery/{user.email}")
     unknown = client.post(f"/api/v1/password-recovery/nobody-{uuid.uuid4().hex[:6]}@example.com")

@@ -12,37 +12,13 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
 from service.models import User
-from service.passwords import hash_password
-
-PASSWORD = "correct-horse-battery"
-
-
-def _login(client: TestClient, email: str) -> dict[str, str]:
-    token = client.post(
-        "/api/v1/login/access-token", data={"username": email, "password": PASSWORD}
-    ).json()["access_token"]
-    return {"Authorization": f"Bearer {token}"}
-
-
-def _signup(client: TestClient, email: str | None = None) -> tuple[dict[str, str], str]:
-    email = email or f"d-{uuid.uuid4().hex[:10]}@example.com"
-    response = client.post("/api/v1/users/signup", json={"email": email, "password": PASSWORD})
-    assert response.status_code == 201, response.text
-    return _login(client, email), response.json()["id"]
-
-
-def _superuser(client: TestClient, session: Session) -> tuple[dict[str, str], str]:
-    email = f"root-{uuid.uuid4().hex[:8]}@example.com"
-    user = User(email=email, hashed_password=hash_password(PASSWORD), is_superuser=True)
-    session.add(user)
-    session.commit()
-    return _login(client, email), str(user.id)
+from tests.unit.accounts import PASSWORD, signup, superuser
 
 
 def test_create_is_201(client: TestClient, session: Session) -> None:
     """Template: 200 from POST /users/signup, POST /users/ and POST /items/."""
-    headers, _ = _signup(client)
-    admin, _ = _superuser(client, session)
+    headers, _ = signup(client)
+    admin, _ = superuser(client, session)
     user = {"email": f"c-{uuid.uuid4().hex[:8]}@example.com", "password": PASSWORD}
     assert client.post("/api/v1/users/", json=user, headers=admin).status_code == 201
     assert client.post("/api/v1/items/", json={"title": "t"}, headers=headers).status_code == 201
@@ -50,8 +26,8 @@ def test_create_is_201(client: TestClient, session: Session) -> None:
 
 def test_a_taken_email_is_409(client: TestClient, session: Session) -> None:
     """Template: 400 on signup and POST /users/ (409 only on the PATCH routes)."""
-    _signup(client, "taken-d@example.com")
-    admin, _ = _superuser(client, session)
+    signup(client, "taken-d@example.com")
+    admin, _ = superuser(client, session)
     body = {"email": "taken-d@example.com", "password": PASSWORD}
     assert client.post("/api/v1/users/signup", json=body).status_code == 409
     assert client.post("/api/v1/users/", json=body, headers=admin).status_code == 409
@@ -59,8 +35,8 @@ def test_a_taken_email_is_409(client: TestClient, session: Session) -> None:
 
 def test_another_users_item_is_404(client: TestClient) -> None:
     """Template: 403 "Not enough permissions" (older versions 400), which tells the item exists."""
-    alice, _ = _signup(client)
-    bob, _ = _signup(client)
+    alice, _ = signup(client)
+    bob, _ = signup(client)
     item = client.post("/api/v1/items/", json={"title": "a"}, headers=alice).json()
     response = client.get(f"/api/v1/items/{item['id']}", headers=bob)
     assert response.status_code == 404
@@ -75,8 +51,8 @@ def test_every_error_has_a_reason(client: TestClient) -> None:
 
 def test_unknown_fields_and_loose_booleans_are_422(client: TestClient, session: Session) -> None:
     """Template: unknown fields are ignored, 0 or "true" pass as booleans."""
-    headers, user_id = _signup(client)
-    admin, _ = _superuser(client, session)
+    headers, user_id = signup(client)
+    admin, _ = superuser(client, session)
     assert (
         client.patch("/api/v1/users/me", json={"is_superuser": True}, headers=headers).status_code
         == 422
@@ -87,7 +63,7 @@ def test_unknown_fields_and_loose_booleans_are_422(client: TestClient, session: 
 
 def test_an_inactive_users_token_is_403(client: TestClient, session: Session) -> None:
     """Template: 400 "Inactive user"."""
-    headers, user_id = _signup(client)
+    headers, user_id = signup(client)
     user = session.get(User, uuid.UUID(user_id))
     assert user is not None
     user.is_active = False
@@ -97,7 +73,7 @@ def test_an_inactive_users_token_is_403(client: TestClient, session: Session) ->
 
 def test_a_superuser_cannot_demote_itself(client: TestClient, session: Session) -> None:
     """Template: PATCH /users/{own id} may drop its own is_superuser or is_active."""
-    admin, admin_id = _superuser(client, session)
+    admin, admin_id = superuser(client, session)
     response = client.patch(
         f"/api/v1/users/{admin_id}", json={"is_superuser": False}, headers=admin
     )
@@ -113,5 +89,5 @@ def test_recovery_without_a_mail_server_is_503(client: TestClient) -> None:
 
 def test_list_limit_is_at_most_100(client: TestClient, session: Session) -> None:
     """Template: no upper bound on ?limit= (and no order)."""
-    admin, _ = _superuser(client, session)
+    admin, _ = superuser(client, session)
     assert client.get("/api/v1/users/?limit=101", headers=admin).status_code == 422

@@ -12,36 +12,16 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from service.models import Item, User
-from service.passwords import hash_password
+from tests.unit.accounts import PASSWORD, superuser
+from tests.unit.accounts import login as _login
+from tests.unit.accounts import signup as _user
 
-PASSWORD = "correct-horse-battery"
 USERS = "/api/v1/users/"
-
-
-def _login(client: TestClient, email: str, password: str = PASSWORD) -> dict[str, str]:
-    response = client.post(
-        "/api/v1/login/access-token", data={"username": email, "password": password}
-    )
-    assert response.status_code == 200, response.text
-    return {"Authorization": f"Bearer {response.json()['access_token']}"}
-
-
-def _user(client: TestClient, email: str | None = None) -> tuple[dict[str, str], str]:
-    """A signed-up user: (auth headers, id)."""
-    email = email or f"u-{uuid.uuid4().hex[:10]}@example.com"
-    signed = client.post("/api/v1/users/signup", json={"email": email, "password": PASSWORD})
-    assert signed.status_code == 201, signed.text
-    return _login(client, email), signed.json()["id"]
 
 
 @pytest.fixture
 def root(client: TestClient, session: Session) -> tuple[dict[str, str], str]:
-    """A superuser, inserted as the migration's bootstrap would: (auth headers, id)."""
-    email = f"root-{uuid.uuid4().hex[:8]}@example.com"
-    user = User(email=email, hashed_password=hash_password(PASSWORD), is_superuser=True)
-    session.add(user)
-    session.commit()
-    return _login(client, email), str(user.id)
+    return superuser(client, session)
 
 
 def test_superuser_lists_users_as_data_and_count(
