@@ -306,3 +306,67 @@ def test_flags_are_json_booleans_only(
         headers=admin,
     )
     assert created.status_code == 422, created.text
+
+
+NEW_ROUTES = [
+    ("POST", "/api/v1/login/test-token"),
+    ("POST", "/api/v1/password-recovery/a@example.com"),
+    ("POST", "/api/v1/reset-password/"),
+    ("POST", "/api/v1/password-recovery-html-content/a@example.com"),
+    ("GET", USERS),
+    ("POST", USERS),
+    ("PATCH", f"{USERS}me"),
+    ("PATCH", f"{USERS}me/password"),
+    ("DELETE", f"{USERS}me"),
+    ("GET", f"{USERS}{uuid.UUID(int=1)}"),
+    ("PATCH", f"{USERS}{uuid.UUID(int=1)}"),
+    ("DELETE", f"{USERS}{uuid.UUID(int=1)}"),
+]
+
+
+@pytest.mark.parametrize(("method", "path"), NEW_ROUTES)
+def test_every_new_route_is_behind_admission_control(
+    client: TestClient, method: str, path: str
+) -> None:
+    import time
+
+    stale = {"X-Request-Start": f"t={time.time() - 60:.3f}"}
+    response = client.request(method, path, headers=stale)
+    assert response.status_code == 503, response.text
+    assert response.json()["reason"] == "deadline_expired_upstream"
+
+
+def test_every_new_route_uses_one_session_per_request(
+    client: TestClient, app: FastAPI, root: tuple[dict[str, str], str]
+) -> None:
+    """The current user and the endpoint share the request's one Session (deps.py)."""
+    admin, _ = root
+    headers, user_id = _user(client)
+    opened: list[object] = []
+    factory = app.state.session_factory
+
+    def counting() -> Session:
+        session: Session = factory()
+        opened.append(session)
+        return session
+
+    app.state.session_factory = counting
+    calls = [
+        ("PATCH", f"{USERS}me", headers, {"full_name": "One"}),
+        (
+            "PATCH",
+            f"{USERS}me/password",
+            headers,
+            {"current_password": PASSWORD, "new_password": "pw-two-22"},
+        ),
+        ("GET", USERS, admin, None),
+        ("GET", f"{USERS}{user_id}", admin, None),
+        ("PATCH", f"{USERS}{user_id}", admin, {"full_name": "Two"}),
+        ("POST", "/api/v1/login/test-token", admin, None),
+        ("DELETE", f"{USERS}{user_id}", admin, None),
+    ]
+    for method, path, auth, body in calls:
+        opened.clear()
+        response = client.request(method, path, json=body, headers=auth)
+        assert response.status_code == 200, (method, path, response.text)
+        assert len(opened) == 1, (method, path, len(opened))
