@@ -94,6 +94,7 @@ def services(
                     "-m",
                     "aiosmtpd",
                     "-n",
+                    "-u",  # SMTPUTF8: internationalized addresses, as EmailStr allows
                     "-l",
                     f"127.0.0.1:{p['smtp']}",
                     "-c",

@@ -72,13 +72,24 @@ class Outbox:
         self._smtp = smtp
         self._watchdog = watchdog
 
-    def send(self, message: EmailMessage) -> None:
+    def send(self, message: EmailMessage) -> bool:
+        """Deliver `message`: True if accepted, False if its recipient is refused for good.
+
+        A permanent refusal of one address (unknown to the relay, or
+        internationalized where the server cannot take it) is no outage:
+        retrying cannot help, and a 503 only for existing accounts would tell
+        which emails have one. It is logged, and the caller answers as usual.
+        """
         try:
             self._smtp.send_message(message)
             self._watchdog.check()
+        except (smtplib.SMTPRecipientsRefused, smtplib.SMTPNotSupportedError) as exc:
+            log.warning("the SMTP server refused the recipient %s: %s", message["To"], exc)
+            return False
         except (OSError, smtplib.SMTPException) as exc:
             log.warning("mail not accepted by the SMTP server: %s", exc)
             raise MailUnavailable() from exc
+        return True
 
 
 class Mailer:

@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from email import message_from_bytes, policy
 from email.message import Message
 from typing import Any
 
@@ -207,7 +208,10 @@ def _mail_to(stack: RunningStack, email: str, timeout_s: float = 5.0) -> list[Me
     deadline = time.monotonic() + timeout_s
     while True:
         box = mailbox.Maildir(stack.layout.mail_dir, create=False)
-        found: list[Message] = [m for m in box if m["To"] == email]
+        parsed = (
+            message_from_bytes(box.get_bytes(k), policy=policy.default) for k in box.iterkeys()
+        )
+        found: list[Message] = [m for m in parsed if m["To"] == email]
         if found or time.monotonic() > deadline:
             return found
         time.sleep(0.1)

@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from email import message_from_bytes, policy
 from email.message import Message
 from typing import Any
 
@@ -86,8 +87,12 @@ def _user(session: Session, *, superuser: bool = False) -> User:
 
 
 def _messages_to(stack: RunningStack, email: str) -> list[Message]:
+    """The messages the stack's SMTP server kept for `email` (parsed as RFC 6532, UTF-8 headers)."""
     box = mailbox.Maildir(stack.layout.mail_dir, create=False)
-    return [m for m in box if m["To"] == email]
+    parsed = (
+        message_from_bytes(box.get_bytes(key), policy=policy.default) for key in box.iterkeys()
+    )
+    return [m for m in parsed if m["To"] == email]
 
 
 def _reset_token(message: Message) -> str:
@@ -133,6 +138,22 @@ def test_recovery_mail_carries_a_link_that_resets_the_password_once(
     assert again.status_code == 400
     assert again.json() == {"detail": "Invalid token", "reason": "invalid_token"}
     assert _login_status(client, user.email, NEW_PASSWORD) == 200
+
+
+def test_an_internationalized_address_gets_its_mail_too(
+    make_client: MakeClient, session: Session, stack: RunningStack
+) -> None:
+    """EmailStr accepts "jürgen@..."; sending it needs SMTPUTF8, which the stack's server has."""
+    client = make_client()
+    user = User(
+        email=f"jürgen-{uuid.uuid4().hex[:8]}@example.com", hashed_password=hash_password(PASSWORD)
+    )
+    session.add(user)
+    session.commit()
+    response = client.post(f"/api/v1/password-recovery/{user.email}")
+    assert response.status_code == 200 and response.json() == RECOVERY_SENT
+    [message] = _messages_to(stack, user.email)
+    assert _reset_token(message)
 
 
 def test_an_unknown_email_gets_the_same_answer_and_no_mail(
