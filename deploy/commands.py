@@ -172,6 +172,8 @@ def status(layout: Layout) -> int:
         "SLUICE_URL",
         "SLUICE_METRICS_URL",
         "SLUICE_PROMETHEUS_URL",
+        "SLUICE_SMTP_URL",
+        "SLUICE_MAILBOX_URL",
         *observability.URL_KEYS,
         "SLUICE_DATABASE_URL",
         "SLUICE_PGBOUNCER_URL",
@@ -180,6 +182,8 @@ def status(layout: Layout) -> int:
     docs = f"{published['SLUICE_URL']}/docs" if "SLUICE_URL" in published else "-"
     print(f"{'docs':30} {docs}")
     print(f"{'logs':30} {layout.logs}")
+    if layout.first_superuser_file.exists():
+        print(f"{'first superuser':30} {layout.first_superuser_file}  (email and password)")
     if layout.db_dir != layout.state:
         print(f"{'database files':30} {layout.db_dir}  (PostgreSQL data, sockets, configs)")
     print(f"{'env':30} {layout.env_file}  (source it: . {layout.env_file})")

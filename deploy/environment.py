@@ -68,6 +68,12 @@ def stack_environment(layout: Layout, base: Mapping[str, str]) -> dict[str, str]
             "SLUICE_METRICS_HOST": "127.0.0.1",
             "SLUICE_METRICS_PORT": str(p["metrics"]),
             "SLUICE_METRICS_MULTIPROC_DIR": str(layout.state / "metrics"),
+            # The stack's own SMTP server (deploy/services.py), plain SMTP on loopback.
+            "SMTP_HOST": "127.0.0.1",
+            "SMTP_PORT": str(p["smtp"]),
+            "SMTP_TLS": "false",
+            "SMTP_SSL": "false",
+            "EMAILS_FROM_EMAIL": env.get("EMAILS_FROM_EMAIL", "noreply@example.com"),
         }
     )
     settings = Settings.from_environ(env)
@@ -109,6 +115,22 @@ def stack_environment(layout: Layout, base: Mapping[str, str]) -> dict[str, str]
     # What Gunicorn and the migrations will read, checked here before anything starts.
     Settings.from_environ(env)
     return env
+
+
+def first_superuser(layout: Layout, env: Mapping[str, str]) -> dict[str, str]:
+    """FIRST_SUPERUSER and its password for the migrate step: the environment's, or
+    admin@example.com with a random password kept in <state>/first_superuser.env (0600)."""
+    if env.get("FIRST_SUPERUSER"):
+        return {k: env.get(k, "") for k in ("FIRST_SUPERUSER", "FIRST_SUPERUSER_PASSWORD")}
+    path = layout.first_superuser_file
+    if not path.exists():
+        layout.state.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(
+            "FIRST_SUPERUSER='admin@example.com'\n"
+            f"FIRST_SUPERUSER_PASSWORD='{secrets.token_urlsafe(18)}'\n"
+        )
+    return read_env_file(path)
 
 
 def _stack_secret(layout: Layout) -> str:

@@ -30,6 +30,7 @@ PORTS = {
     "probes": 11,
     "alertmanager": 12,
     "alert_receiver": 13,
+    "smtp": 14,
 }
 # As root, the postgres user's files live here (one directory per state directory).
 DB_ROOT = Path("/var/lib/sluice")
@@ -96,6 +97,16 @@ class Layout:
         if not switches_user():
             return self.state / "nginx-tmp"
         return self.db_dir.with_name(f"{self.db_dir.name}.nginx-tmp")
+
+    @property
+    def first_superuser_file(self) -> Path:
+        """The local stack's first superuser and password, when the environment sets none."""
+        return self.state / "first_superuser.env"
+
+    @property
+    def mail_dir(self) -> Path:
+        """The local SMTP server's Maildir: every message it received is a file in new/."""
+        return self.state / "mail"
 
     @property
     def pgdata(self) -> Path:

@@ -1,9 +1,10 @@
 """The local stack's long-running processes, in start order, as mirakuru executors.
 
 Each `Service` is one process behind its readiness check: the request path
-(PostgreSQL, PgBouncer, Gunicorn, nginx), then the exporters and Prometheus
-(deploy/observability.py). `prepare` runs once before its first start (what
-the process needs to exist: a cluster, a role, the schema, a valid config);
+(PostgreSQL, PgBouncer, the SMTP server the app sends mail to, Gunicorn,
+nginx), then the exporters and Prometheus (deploy/observability.py).
+`prepare` runs once before its first start (what the process needs to
+exist: a cluster, a role, the schema, a valid config);
 `ready` runs after every start (PostgreSQL's port opens before it accepts).
 """
 
@@ -20,6 +21,7 @@ from mirakuru import Executor, HTTPExecutor, TCPExecutor
 
 from deploy import database, observability
 from deploy.binaries import as_db_user, binary
+from deploy.environment import first_superuser
 from deploy.errors import StackError, tail
 from deploy.layout import ROOT, Layout
 
@@ -83,6 +85,32 @@ def services(
             ),
             prepare=lambda: database.ensure_database(layout, env),
         ),
+        # aiosmtpd's own server and Maildir handler: every message it accepts
+        # is a file in <state>/mail/new (-n: never switch to `nobody`).
+        Service(
+            "smtp",
+            TCPExecutor(
+                [
+                    sys.executable,
+                    "-m",
+                    "aiosmtpd",
+                    "-n",
+                    "-u",  # SMTPUTF8: internationalized addresses, as EmailStr allows
+                    "-l",
+                    f"127.0.0.1:{p['smtp']}",
+                    "-c",
+                    "aiosmtpd.handlers.Mailbox",
+                    str(layout.mail_dir),
+                ],
+                host="127.0.0.1",
+                port=p["smtp"],
+                cwd=str(ROOT),
+                timeout=START_TIMEOUT_S,
+                stop_signal=signal.SIGTERM,
+                stdout=log("smtp"),
+                stderr=subprocess.STDOUT,
+            ),
+        ),
         Service(
             "gunicorn",
             HTTPExecutor(
@@ -131,8 +159,12 @@ def _nginx_environment(env: Mapping[str, str]) -> dict[str, str]:
 
 
 def _migrate(layout: Layout, env: Mapping[str, str]) -> None:
-    """Alembic, connected to PostgreSQL directly rather than through PgBouncer."""
-    direct = dict(env, SLUICE_DB_PORT=str(layout.ports["postgres"]))
+    """Alembic, connected to PostgreSQL directly rather than through PgBouncer.
+
+    It also creates the first superuser (migrations/env.py); only this step
+    gets its password.
+    """
+    direct = dict(env, **first_superuser(layout, env), SLUICE_DB_PORT=str(layout.ports["postgres"]))
     with open(layout.log("migrate"), "a") as log:
         result = subprocess.run(
             [sys.executable, "-m", "alembic", "-c", str(ROOT / "alembic.ini"), "upgrade", "head"],

@@ -96,6 +96,8 @@ class RunningStack:
                 f"{env['SLUICE_DB_NAME']}"
             ),
             "SLUICE_PROMETHEUS_URL": self.layout.url("prometheus"),
+            "SLUICE_SMTP_URL": f"smtp://127.0.0.1:{p['smtp']}",
+            "SLUICE_MAILBOX_URL": self.layout.mail_dir.as_uri(),
             "SLUICE_STATE_DIR": str(self.layout.state),
             "SLUICE_PORT_BASE": str(self.layout.port_base),
             "SLUICE_SUPERVISOR_PID": str(os.getpid()),

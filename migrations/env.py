@@ -1,4 +1,10 @@
-"""Alembic environment: the database comes from the settings object."""
+"""Alembic environment: the database comes from the settings object.
+
+After the migrations, in the same transaction and under the same lock, the
+first superuser is created if configured and missing (service/bootstrap.py),
+so every shape that migrates (compose's `migrate`, the Kubernetes Job, the
+local stack) bootstraps it too.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ from logging.config import fileConfig
 from alembic import context
 from sqlalchemy import create_engine, pool
 
+from service.bootstrap import ensure_first_superuser
 from service.models import Base
 from service.settings import get_settings
 
@@ -16,7 +23,8 @@ if config.config_file_name is not None:
 
 
 def run_migrations_online() -> None:
-    url = config.attributes.get("database_url") or get_settings().database_url
+    settings = config.attributes.get("settings") or get_settings()
+    url = config.attributes.get("database_url") or settings.database_url
     engine = create_engine(url, poolclass=pool.NullPool)
     with engine.connect() as connection:
         context.configure(connection=connection, target_metadata=Base.metadata)
@@ -24,6 +32,9 @@ def run_migrations_online() -> None:
             # Two migrators started at once (replicas, a re-run) take turns.
             connection.exec_driver_sql("SELECT pg_advisory_xact_lock(74656163)")
             context.run_migrations()
+            # `alembic current` (dont_mutate) changes nothing.
+            if not context.get_context().opts.get("dont_mutate"):
+                ensure_first_superuser(connection=connection, settings=settings)
 
 
 run_migrations_online()

@@ -10,42 +10,106 @@ from sqlalchemy.orm import Session
 
 from service.errors import Conflict, NotFound
 from service.models import Item, User
-from service.schemas import ItemCreate, ItemUpdate, UserRegister
-from service.security import hash_password, verify_password
+from service.passwords import PasswordHasher
+from service.schemas import ItemCreate, ItemUpdate, UserCreate, UserUpdate, UserUpdateMe
 
 _UNIQUE_VIOLATION = "23505"
+EMAIL_TAKEN = "A user with this email already exists."
 
 
 def get_user_by_email(*, session: Session, email: str) -> User | None:
     return session.scalar(select(User).where(User.email == email.lower()))
 
 
-def create_user(*, session: Session, data: UserRegister, is_superuser: bool = False) -> User:
-    if get_user_by_email(session=session, email=data.email) is not None:
-        raise Conflict("A user with this email already exists.")
+def get_user(*, session: Session, user_id: uuid.UUID) -> User:
+    user = session.get(User, user_id)
+    if user is None:
+        raise NotFound("User not found")
+    return user
+
+
+def list_users(*, session: Session, skip: int, limit: int) -> tuple[list[User], int]:
+    count = session.scalar(select(func.count()).select_from(User)) or 0
+    rows = session.scalars(
+        select(User).order_by(User.created_at, User.id).offset(skip).limit(limit)
+    ).all()
+    return list(rows), count
+
+
+def create_user(*, session: Session, data: UserCreate, passwords: PasswordHasher) -> User:
+    # Checked before hashing: a taken email costs no hash.
+    _refuse_taken_email(session=session, email=data.email, user_id=None)
     user = User(
         email=data.email.lower(),
-        hashed_password=hash_password(data.password),
+        hashed_password=passwords.hash(data.password),
         full_name=data.full_name,
-        is_superuser=is_superuser,
+        is_active=data.is_active,
+        is_superuser=data.is_superuser,
     )
     session.add(user)
+    _flush_unique_email(session)
+    return user
+
+
+def update_user(
+    *, session: Session, user: User, data: UserUpdate | UserUpdateMe, passwords: PasswordHasher
+) -> User:
+    changes = data.model_dump(exclude_unset=True)
+    if "email" in changes:
+        _refuse_taken_email(session=session, email=changes["email"], user_id=user.id)
+        changes["email"] = changes["email"].lower()
+    if "password" in changes:
+        changes["hashed_password"] = passwords.hash(changes.pop("password"))
+    for field, value in changes.items():
+        setattr(user, field, value)
+    _flush_unique_email(session)
+    return user
+
+
+def set_password(*, session: Session, user: User, password: str, passwords: PasswordHasher) -> None:
+    user.hashed_password = passwords.hash(password)
+    session.flush()
+
+
+def delete_user(*, session: Session, user: User) -> None:
+    """The user, their items and their idempotency keys, in the caller's transaction.
+
+    The foreign keys cascade (ON DELETE CASCADE), so PostgreSQL removes the
+    items in the same statement as the user; the caller's commit makes both
+    visible at once, or neither.
+    """
+    session.delete(user)
+    session.flush()
+
+
+def authenticate(
+    *, session: Session, email: str, password: str, passwords: PasswordHasher
+) -> User | None:
+    """The user if the password matches; a hash in an old format is replaced (caller commits)."""
+    user = get_user_by_email(session=session, email=email)
+    matches, new_hash = passwords.verify(password, user.hashed_password if user else None)
+    if user is None or not matches:
+        return None
+    if new_hash is not None:
+        user.hashed_password = new_hash
+    return user
+
+
+def _refuse_taken_email(*, session: Session, email: str, user_id: uuid.UUID | None) -> None:
+    existing = get_user_by_email(session=session, email=email)
+    if existing is not None and existing.id != user_id:
+        raise Conflict(EMAIL_TAKEN)
+
+
+def _flush_unique_email(session: Session) -> None:
     try:
         session.flush()
     except IntegrityError as exc:
-        # Two signups with one email can both pass the check above (hashing
-        # takes a while); the unique index decides, and the loser gets a 409.
+        # Two requests with one email can both pass the check (hashing takes
+        # a while); the unique index decides, and the loser gets a 409.
         if getattr(exc.orig, "pgcode", None) == _UNIQUE_VIOLATION:
-            raise Conflict("A user with this email already exists.") from exc
+            raise Conflict(EMAIL_TAKEN) from exc
         raise
-    return user
-
-
-def authenticate(*, session: Session, email: str, password: str) -> User | None:
-    user = get_user_by_email(session=session, email=email)
-    if not verify_password(password, user.hashed_password if user else None):
-        return None
-    return user
 
 
 def _visible_items(user: User) -> Select[Item]:

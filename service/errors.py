@@ -137,3 +137,49 @@ class CommitOutcomeUnknown(Overloaded):
         "The database connection was lost while committing: the write may or may not have "
         "been applied. Retry with the same Idempotency-Key, which applies it at most once."
     )
+
+
+class BadRequest(SluiceError):
+    status_code = 400
+    reason = "bad_request"
+    detail = "Bad request."
+
+
+class HashingBusy(Overloaded):
+    """Every password-hashing turn of this worker is taken (service/passwords.py)."""
+
+    reason = "hashing_busy"
+    detail = (
+        "Too many password checks are running here; nothing was changed. "
+        "Retry after the Retry-After delay."
+    )
+
+
+class MailBusy(Overloaded):
+    layer = "mail"
+    reason = "mail_busy"
+    detail = (
+        "Too many emails are being sent here; nothing was sent or changed. "
+        "Retry after the Retry-After delay."
+    )
+
+
+class MailUnavailable(Overloaded):
+    layer = "mail"
+    reason = "mail_unavailable"
+    detail = (
+        "The mail server could not be reached or did not answer in time; nothing was sent "
+        "or changed. Retry later."
+    )
+
+
+class MailNotConfigured(SluiceError):
+    """No SMTP server is configured: an operator's fix, not the client's."""
+
+    status_code = 503
+    reason = "mail_not_configured"
+    detail = (
+        "This server cannot send email (SMTP_HOST and EMAILS_FROM_EMAIL are not set); "
+        "ask its operator."
+    )
+    retryable = True

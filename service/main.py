@@ -15,6 +15,8 @@ from service.admission import AdmissionController, AdmissionMiddleware, SojournP
 from service.api.routes import health, items, login, users
 from service.api.routing import OneHopRoute
 from service.db import DatabaseLiveness, create_db_engine, create_session_factory
+from service.mail import Mailer
+from service.passwords import PasswordHasher
 from service.request_metrics import RequestMetricsMiddleware
 from service.server.probe_port import ProbePortOnly
 from service.settings import Settings, get_settings
@@ -57,6 +59,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         discipline=settings.admission_discipline,
         stall_after_s=limits.standing_interval_ms / 1000,
     )
+    app.state.passwords = PasswordHasher(
+        concurrency=settings.password_hash_concurrency,
+        wait_s=settings.password_hash_wait_ms / 1000,
+    )
+    app.state.mailer = Mailer(settings)
 
     # Routes added to the app itself run in one hop too (service/api/routing.py).
     app.router.route_class = OneHopRoute

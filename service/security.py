@@ -1,32 +1,20 @@
-"""Password hashing (argon2 via pwdlib) and access tokens (PyJWT)."""
+"""Access tokens and password-reset tokens (PyJWT). Hashing is service/passwords.py."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import uuid
 from datetime import UTC, datetime, timedelta
 
 import jwt
-from pwdlib import PasswordHash
-from pwdlib.hashers.argon2 import Argon2Hasher
 
-from service.errors import Unauthorized
+from service.errors import BadRequest, Unauthorized
 from service.settings import Settings
 
-_password_hash = PasswordHash((Argon2Hasher(),))
-# A valid hash to verify against when the user does not exist, so that a
-# missing account takes as long as a wrong password.
-_DUMMY_HASH = _password_hash.hash("sluice-timing-equaliser")
-
-
-def hash_password(password: str) -> str:
-    return _password_hash.hash(password)
-
-
-def verify_password(password: str, hashed: str | None) -> bool:
-    if hashed is None:
-        _password_hash.verify(password, _DUMMY_HASH)
-        return False
-    return _password_hash.verify(password, hashed)
+# A reset token is no access token and the reverse: access tokens carry no
+# audience (PyJWT then refuses any token that has one), reset tokens this one.
+RESET_AUDIENCE = "sluice:password-reset"
 
 
 def create_access_token(*, subject: uuid.UUID, settings: Settings) -> str:
@@ -62,3 +50,47 @@ def decode_access_token(token: str, *, settings: Settings) -> uuid.UUID:
         ) from exc
     except (jwt.PyJWTError, ValueError) as exc:
         raise Unauthorized(reason="invalid_token") from exc
+
+
+def create_password_reset_token(
+    *, user_id: uuid.UUID, hashed_password: str, settings: Settings
+) -> str:
+    """A signed token for one password reset, valid EMAIL_RESET_TOKEN_EXPIRE_HOURS.
+
+    It names the password it may replace (`pwd`, a keyed fingerprint of the
+    current hash), so it stops working once the password changed: after its
+    first use, or a login that upgraded the hash.
+    """
+    now = datetime.now(UTC)
+    payload = {
+        "sub": str(user_id),
+        "aud": RESET_AUDIENCE,
+        "nbf": now,
+        "exp": now + timedelta(hours=settings.email_reset_token_expire_hours),
+        "pwd": password_fingerprint(hashed_password, settings=settings),
+    }
+    return jwt.encode(
+        payload, settings.secret_key.get_secret_value(), algorithm=settings.jwt_algorithm
+    )
+
+
+def decode_password_reset_token(token: str, *, settings: Settings) -> tuple[uuid.UUID, str]:
+    """(user id, password fingerprint) of a valid reset token; anything else is a 400."""
+    try:
+        payload = jwt.decode(
+            token,
+            settings.secret_key.get_secret_value(),
+            algorithms=[settings.jwt_algorithm],
+            audience=RESET_AUDIENCE,
+            options={"require": ["exp", "sub", "aud", "pwd"]},
+        )
+        return uuid.UUID(str(payload["sub"])), str(payload["pwd"])
+    except jwt.ExpiredSignatureError as exc:
+        raise BadRequest("Invalid token", reason="token_expired") from exc
+    except (jwt.PyJWTError, ValueError) as exc:
+        raise BadRequest("Invalid token", reason="invalid_token") from exc
+
+
+def password_fingerprint(hashed_password: str, *, settings: Settings) -> str:
+    key = settings.secret_key.get_secret_value().encode()
+    return hmac.new(key, hashed_password.encode(), hashlib.sha256).hexdigest()[:32]

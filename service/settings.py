@@ -16,7 +16,7 @@ from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasGenerator, Field, SecretStr, model_validator
+from pydantic import AliasGenerator, EmailStr, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -29,6 +29,7 @@ from service.sizing import Sizing, SizingInputs, available_cpus, check, derive
 
 DEFAULT_SECRET = "changethis-local-development-only-secret-key"
 DEFAULT_DB_PASSWORDS = frozenset({"", "changethis", "postgres", "password", "sluice"})
+DEFAULT_USER_PASSWORDS = frozenset({"changethis", "password", "12345678", "admin123"})
 _SECRETS_DIR = Path("/run/secrets")
 
 
@@ -111,6 +112,38 @@ class Settings(BaseSettings):
     keepalive_s: int = Field(default=75, ge=1)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
+    # Password hashing (service/passwords.py): at most this many hashes at once
+    # per worker, fewer than its request slots, so hashing never holds them
+    # all; a request waits at most password_hash_wait_ms for a turn, then 503.
+    password_hash_concurrency: int = Field(default=1, ge=1)
+    password_hash_wait_ms: int = Field(default=100, ge=0)
+
+    # A first superuser, created when migrations run if no user has this email
+    # (service/bootstrap.py). Template names, bare (service/env_names.py).
+    first_superuser: EmailStr | None = None
+    first_superuser_password: SecretStr | None = None
+
+    # Mail (service/mail.py), the template's variables. No SMTP_HOST: password
+    # recovery answers 503 mail_not_configured. SMTP_TLS is STARTTLS,
+    # SMTP_SSL is TLS from the first byte (port 465).
+    smtp_host: str | None = None
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_tls: bool = True
+    smtp_ssl: bool = False
+    smtp_user: str | None = None
+    smtp_password: SecretStr | None = None
+    emails_from_email: EmailStr | None = None
+    emails_from_name: str = "Sluice"
+    # One message, connect to QUIT, never holds a request slot longer than
+    # this (nor past the request's deadline); at most mail_concurrency
+    # conversations per worker, a turn waited for at most mail_wait_ms.
+    mail_timeout_s: float = Field(default=3.0, gt=0, le=30)
+    mail_concurrency: int = Field(default=1, ge=1)
+    mail_wait_ms: int = Field(default=100, ge=0)
+    # Password-reset links: <frontend_host>/reset-password?token=..., valid this long.
+    frontend_host: str = "http://localhost:5173"
+    email_reset_token_expire_hours: int = Field(default=48, ge=1)
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -144,6 +177,36 @@ class Settings(BaseSettings):
         """Every variable that sets a field."""
         return frozenset(env_name(name) for name in cls.model_fields)
 
+    @field_validator(
+        "first_superuser",
+        "first_superuser_password",
+        "smtp_host",
+        "smtp_user",
+        "smtp_password",
+        "emails_from_email",
+        mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        # compose's ${VAR:-} passes an empty string for "not set".
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _mail_and_superuser_are_complete(self) -> Settings:
+        if self.smtp_tls and self.smtp_ssl:
+            raise ValueError(
+                "SMTP_TLS (STARTTLS) and SMTP_SSL (TLS from the first byte) exclude each "
+                "other; set one of them to false"
+            )
+        if self.smtp_host and not self.emails_from_email:
+            raise ValueError("SMTP_HOST is set but EMAILS_FROM_EMAIL is not; set the sender")
+        if self.first_superuser and self.first_superuser_password is None:
+            raise ValueError("FIRST_SUPERUSER is set but FIRST_SUPERUSER_PASSWORD is not")
+        password = self.first_superuser_password
+        if password is not None and len(password.get_secret_value()) < 8:
+            raise ValueError("FIRST_SUPERUSER_PASSWORD must have at least 8 characters")
+        return self
+
     @model_validator(mode="after")
     def _refuse_defaults_outside_development(self) -> Settings:
         if self.environment in ("local", "test"):
@@ -160,6 +223,12 @@ class Settings(BaseSettings):
         if self.db_password.get_secret_value() in DEFAULT_DB_PASSWORDS:
             raise ValueError(
                 f"SLUICE_DB_PASSWORD is a default password while "
+                f"SLUICE_ENVIRONMENT={self.environment}; set a strong one"
+            )
+        password = self.first_superuser_password
+        if password is not None and password.get_secret_value() in DEFAULT_USER_PASSWORDS:
+            raise ValueError(
+                f"FIRST_SUPERUSER_PASSWORD is a default password while "
                 f"SLUICE_ENVIRONMENT={self.environment}; set a strong one"
             )
         return self
@@ -180,6 +249,19 @@ class Settings(BaseSettings):
                 raise ValueError("SLUICE_ENFORCE_LIMITS=false is only allowed in local or test")
             return self
         check(self.limits, replicas=self.replicas)
+        return self
+
+    @model_validator(mode="after")
+    def _hashing_and_mail_leave_a_slot(self) -> Settings:
+        slots = self.limits.max_in_flight
+        if not self.enforce_limits or slots == 1:
+            return self  # one slot: hashing must be able to take it
+        for name in ("password_hash_concurrency", "mail_concurrency"):
+            if getattr(self, name) >= slots:
+                raise ValueError(
+                    f"{env_name(name)}={getattr(self, name)} would let it hold every request "
+                    f"slot of a worker (SLUICE_MAX_IN_FLIGHT={slots}); set it below {slots}"
+                )
         return self
 
     @cached_property

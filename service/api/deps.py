@@ -24,10 +24,12 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from service.api.routing import InEndpointThread
+from service.api.routing import InEndpointThread, start_request
 from service.db import DEADLINE_KEY, READ_ONLY_KEY
 from service.errors import Forbidden, Unauthorized
+from service.mail import Mailer
 from service.models import User
+from service.passwords import PasswordHasher
 from service.security import decode_access_token
 from service.settings import Settings
 
@@ -42,6 +44,7 @@ async def get_settings(request: Request) -> Settings:
 
 
 async def get_session(request: Request) -> AsyncIterator[Session]:
+    start_request()
     read_only = request.method in READ_ONLY_METHODS
     session: Session = request.app.state.session_factory()
     session.info[READ_ONLY_KEY] = read_only
@@ -69,9 +72,28 @@ def _close(session: Session) -> None:
         session.invalidate()
 
 
+async def get_passwords(request: Request) -> PasswordHasher:
+    passwords: PasswordHasher = request.app.state.passwords
+    return passwords
+
+
+async def get_mailer(request: Request) -> Mailer:
+    mailer: Mailer = request.app.state.mailer
+    return mailer
+
+
+async def get_deadline(request: Request) -> float | None:
+    """When this request's time is up (time.monotonic()), if admission set a deadline."""
+    deadline: float | None = getattr(request.state, "deadline", None)
+    return deadline
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[Session, Depends(get_session)]
 TokenDep = Annotated[str | None, Depends(oauth2_scheme)]
+PasswordsDep = Annotated[PasswordHasher, Depends(get_passwords)]
+MailerDep = Annotated[Mailer, Depends(get_mailer)]
+DeadlineDep = Annotated[float | None, Depends(get_deadline)]
 
 
 async def get_current_user(
@@ -100,3 +122,16 @@ def _load_user(session: Session, user_id: uuid.UUID) -> User:
 CurrentUser = Annotated[User, Depends(get_current_user)]
 # What a dependency built on the current user declares: `.then(check)` it.
 CurrentUserInThread = Annotated[InEndpointThread[User], Depends(get_current_user)]
+
+
+async def get_current_active_superuser(user: CurrentUserInThread) -> InEndpointThread[User]:
+    return user.then(_require_superuser)
+
+
+def _require_superuser(user: User) -> User:
+    if not user.is_superuser:
+        raise Forbidden("The user doesn't have enough privileges")
+    return user
+
+
+CurrentSuperuser = Annotated[User, Depends(get_current_active_superuser)]

@@ -24,6 +24,7 @@ def staging_env_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "PGBOUNCER_STATS_PASSWORD": secrets.token_urlsafe(24),
         "POSTGRES_MONITOR_PASSWORD": secrets.token_urlsafe(24),
         "SLUICE_RUNBOOK_URL": "https://git.example.com/sluice/blob/main/docs/observability.md",
+        "FIRST_SUPERUSER_PASSWORD": secrets.token_urlsafe(18),
     }
     path = tmp_path_factory.mktemp("staging") / ".env"
     shutil.copyfile(deployment.ROOT / ".env.example", path)

@@ -52,6 +52,7 @@ def test_has_no_version_key() -> None:
         "PGBOUNCER_STATS_PASSWORD",
         "POSTGRES_MONITOR_PASSWORD",
         "SLUICE_RUNBOOK_URL",
+        "FIRST_SUPERUSER_PASSWORD",
     ],
 )
 def test_refuses_to_start_without_a_secret(
@@ -184,6 +185,25 @@ def test_grafana_gets_what_its_provisioning_files_read(compose_model: dict[str, 
             assert provider["options"]["path"] in targets
 
 
+def test_staging_mail_goes_to_a_pinned_internal_mail_catcher(compose_model: dict[str, Any]) -> None:
+    services = compose_model["services"]
+    catcher = services["mailcatcher"]
+    image = catcher["image"]
+    assert image.startswith("dockage/mailcatcher:") and image.rsplit(":", 1)[1] != "latest"
+    assert set(catcher["networks"]) == {"backend"} and not catcher.get("ports")
+    assert compose_model["networks"]["backend"]["internal"] is True
+    app = deployment.settings_from_env(services["app"]["environment"])
+    assert (app.smtp_host, str(app.smtp_port)) == ("mailcatcher", "1025")
+    assert "1025" in catcher["expose"] and not (app.smtp_tls or app.smtp_ssl)
+    assert app.emails_from_email and app.first_superuser_password is None
+    # Only the one-shot migrate service gets the first superuser's password.
+    migrate = deployment.settings_from_env(services["migrate"]["environment"])
+    assert migrate.first_superuser and migrate.first_superuser_password is not None
+    assert [
+        n for n, s in services.items() if "FIRST_SUPERUSER_PASSWORD" in (s.get("environment") or {})
+    ] == ["migrate"]
+
+
 def _env_files(service: str) -> list[str]:
     raw = yaml.safe_load(COMPOSE_FILE.read_text())
     files = raw["services"][service].get("env_file", [])
@@ -250,6 +270,10 @@ def _docker_default_stop_timeout(m: dict[str, Any]) -> None:
     _services(m)["app"]["stop_grace_period"] = "10s"
 
 
+def _publish_the_mail_catcher(m: dict[str, Any]) -> None:
+    _services(m)["mailcatcher"]["ports"] = [{"target": 1080, "published": "1080"}]
+
+
 def _multiproc_dir_off_tmpfs(m: dict[str, Any]) -> None:
     _services(m)["app"]["environment"]["SLUICE_METRICS_MULTIPROC_DIR"] = "/var/sluice-metrics"
 
@@ -268,6 +292,7 @@ DRIFTS: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
     "scaled without resizing": (_scale_without_resizing, "deploy.replicas (5) != SLUICE_REPLICAS"),
     "docker's 10 s stop timeout": (_docker_default_stop_timeout, "must exceed Gunicorn's"),
     "multiproc dir off tmpfs": (_multiproc_dir_off_tmpfs, "not strictly inside a tmpfs"),
+    "mail catcher published": (_publish_the_mail_catcher, "mailcatcher publishes a port"),
 }
 
 

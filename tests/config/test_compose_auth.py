@@ -20,7 +20,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -36,13 +35,7 @@ from deploy.binaries import DB_SERVICE_USER, as_db_user, binary
 from tests.config import deployment
 from tests.config.deployment import ROOT
 from tests.pgbouncer_console import ADMIN_COMMANDS, refused_admin_commands, show_pools
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+from tests.ports import free_port
 
 
 @pytest.fixture
@@ -109,7 +102,7 @@ def test_scram_only_and_the_app_role_is_not_a_superuser(
     scripts = _init_scripts(services["postgres"])
     assert [p.name for p in scripts] == ["10-sluice-role.sh"]
 
-    pg_port, bouncer_port = _free_port(), _free_port()
+    pg_port, bouncer_port = free_port(), free_port()
     pgdata, sockets, rendered = state / "pgdata", state / "sockets", state / "config"
     for path in (sockets, rendered / "postgres", rendered / "pgbouncer"):
         path.mkdir(parents=True)
@@ -336,7 +329,7 @@ def _check_exporter_credentials(
 
 def _postgres_exporter_up(uri: str, files: dict[str, Path], state: Path) -> int:
     """pg_up of a postgres_exporter started with these credential files."""
-    port = _free_port()
+    port = free_port()
     log = state / f"postgres-exporter-{port}.log"
     with log.open("ab") as out:
         exporter = HTTPExecutor(

@@ -212,7 +212,7 @@ def test_idempotency_key_replays_the_first_response(client: TestClient, session:
 def test_unknown_route_and_method_are_json(client: TestClient) -> None:
     missing = client.get("/nope")
     assert missing.status_code == 404 and missing.json()["reason"] == "not_found"
-    wrong = client.delete("/api/v1/users/me")
+    wrong = client.put("/api/v1/users/me")
     assert wrong.status_code == 405 and wrong.json()["reason"] == "method_not_allowed"
 
 

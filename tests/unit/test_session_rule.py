@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.exc import DetachedInstanceError
 
 from service.models import Item, User
-from service.security import hash_password
+from service.passwords import hash_password
 
 
 @pytest.fixture

@@ -121,3 +121,109 @@ def test_the_deployments_retry_after_is_the_settings_default() -> None:
     defaults = dotenv_values(Path(__file__).resolve().parents[2] / "deploy" / "defaults.env")
     field = Settings.model_fields["retry_after_s"]
     assert defaults["SLUICE_RETRY_AFTER_S"] == str(field.default)
+
+
+# --------------------------------------------------------------------------
+# Mail and the first superuser: the template's names, bare
+
+
+def test_mail_and_superuser_settings_keep_the_templates_names(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    env = {
+        "SMTP_HOST": "mail.example.com",
+        "SMTP_PORT": "465",
+        "SMTP_TLS": "false",
+        "SMTP_SSL": "true",
+        "SMTP_USER": "relay",
+        "SMTP_PASSWORD": "relay-pw",
+        "EMAILS_FROM_EMAIL": "noreply@example.com",
+        "FIRST_SUPERUSER": "admin@example.com",
+        "FIRST_SUPERUSER_PASSWORD": "first-pw-123",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    settings = Settings(environment="test")
+    assert (settings.smtp_host, settings.smtp_port, settings.smtp_ssl) == (
+        "mail.example.com",
+        465,
+        True,
+    )
+    assert settings.smtp_password is not None
+    assert settings.smtp_password.get_secret_value() == "relay-pw"
+    assert settings.first_superuser == "admin@example.com"
+
+
+def test_mail_and_superuser_secrets_can_be_files(tmp_path: Path) -> None:
+    (tmp_path / "smtp_password").write_text("from-a-file")
+    (tmp_path / "first_superuser_password").write_text("also-from-a-file")
+    settings = Settings(
+        environment="test",
+        first_superuser="admin@example.com",
+        _secrets_dir=tmp_path,
+    )
+    assert settings.smtp_password is not None
+    assert settings.smtp_password.get_secret_value() == "from-a-file"
+    assert settings.first_superuser_password is not None
+    assert settings.first_superuser_password.get_secret_value() == "also-from-a-file"
+
+
+@pytest.mark.parametrize(
+    ("name", "hint"),
+    [
+        ("SMTP_HSOT", "did you mean SMTP_HOST?"),
+        ("EMAILS_FROM", "did you mean EMAILS_FROM_NAME?"),
+        ("FIRST_SUPERUSER_PASS", "did you mean FIRST_SUPERUSER_PASSWORD?"),
+    ],
+)
+def test_a_misspelt_mail_setting_is_refused(
+    monkeypatch: pytest.MonkeyPatch, name: str, hint: str
+) -> None:
+    monkeypatch.setenv(name, "x")
+    with pytest.raises(UnknownSetting, match=re.escape(f"{name} ({hint})")):
+        Settings(environment="test")
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"smtp_tls": True, "smtp_ssl": True}, "exclude each other"),
+        ({"smtp_host": "mail.example.com"}, "EMAILS_FROM_EMAIL is not"),
+        ({"first_superuser": "a@example.com"}, "FIRST_SUPERUSER_PASSWORD is not"),
+        (
+            {"first_superuser": "a@example.com", "first_superuser_password": "short"},
+            "at least 8",
+        ),
+        ({"max_in_flight": 2, "password_hash_concurrency": 2}, "SLUICE_PASSWORD_HASH_CONCURRENCY"),
+        ({"max_in_flight": 3, "mail_concurrency": 3}, "SLUICE_MAIL_CONCURRENCY"),
+    ],
+)
+def test_incomplete_or_contradictory_mail_settings_are_refused(
+    fields: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        Settings(environment="test", **fields)  # type: ignore[arg-type]
+
+
+def test_a_default_superuser_password_is_refused_outside_development() -> None:
+    secure = {"secret_key": "k" * 40, "db_password": "a-real-db-password"}
+    with pytest.raises(ValueError, match="FIRST_SUPERUSER_PASSWORD is a default"):
+        Settings(
+            environment="staging",
+            first_superuser="admin@example.com",
+            first_superuser_password="changethis",
+            **secure,  # type: ignore[arg-type]
+        )
+
+
+def test_a_mail_setting_with_the_sluice_prefix_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SLUICE_SMTP_HOST", "mail.example.com")
+    with pytest.raises(UnknownSetting, match="SLUICE_SMTP_HOST"):
+        Settings(environment="test")
+
+
+def test_empty_mail_variables_mean_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in ("SMTP_HOST", "EMAILS_FROM_EMAIL", "FIRST_SUPERUSER"):
+        monkeypatch.setenv(key, "")  # as compose's ${VAR:-} passes "not set"
+    settings = Settings(environment="test")
+    assert settings.smtp_host is None and settings.first_superuser is None
