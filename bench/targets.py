@@ -45,6 +45,14 @@ class Deployment:
     metrics_url: str | None = None  # the app's Prometheus metrics (sluice_shed_total)
     # Start the server afresh (None: not supported); used when it does not recover.
     restart: Callable[[], None] | None = None
+    # Its other process trees, not measured (exporters, Prometheus): pinned with --one-core.
+    other_roots: list[int] = field(default_factory=list)
+
+    @property
+    def roots(self) -> list[int]:
+        """Every process tree the deployment runs (for --one-core)."""
+        measured = {pid for pids in self.rss_roots.values() for pid in pids}
+        return sorted(measured | set(self.other_roots))
 
 
 def wait_http(url: str, *, timeout_s: float, expect: int = 200) -> None:
@@ -62,7 +70,7 @@ def wait_http(url: str, *, timeout_s: float, expect: int = 200) -> None:
     raise TargetError(f"{url} not answering {expect} after {timeout_s:.0f}s: {last}")
 
 
-def _clean_env(**overrides: str) -> dict[str, str]:
+def clean_env(**overrides: str) -> dict[str, str]:
     """This process's environment without any stack settings, plus `overrides`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(_ENV_PREFIXES)}
     env.update(overrides)
@@ -92,18 +100,32 @@ def stop_process_tree(proc: subprocess.Popen[bytes], *, timeout_s: float = 20) -
 # Sluice: the whole local stack, in-process (deploy.stack.Stack)
 
 
-def sluice_deployment(running: RunningStack) -> Deployment:
-    """The running stack as a benchmark target: where it answers, what it records."""
+def sluice_deployment(env: Mapping[str, str], *, name: str = "sluice") -> Deployment:
+    """A running stack as a benchmark target, from what it publishes (`RunningStack.env`,
+    or another checkout's `stack.env`): where it answers, what it records, its PIDs.
+    """
+    pids = {
+        key.removeprefix("SLUICE_PID_").lower(): int(value)
+        for key, value in env.items()
+        if key.startswith("SLUICE_PID_")
+    }
+    measured = ("gunicorn", "nginx", "pgbouncer", "postgres")
+    others = [pid for service, pid in pids.items() if service not in measured]
+    # Another checkout's supervisor is the parent of all of them (ours is this process).
+    supervisor = int(env.get("SLUICE_SUPERVISOR_PID", os.getpid()))
+    if supervisor != os.getpid():
+        others.append(supervisor)
     return Deployment(
-        name="sluice",
-        url=running.url,
+        name=name,
+        url=env["SLUICE_URL"],
         rss_roots={
-            "app": [running.pid("gunicorn")],
-            "proxies": [running.pid("nginx"), running.pid("pgbouncer")],
-            "postgres": [running.pid("postgres")],
+            "app": [pids["gunicorn"]],
+            "proxies": [pids["nginx"], pids["pgbouncer"]],
+            "postgres": [pids["postgres"]],
         },
-        access_log=running.layout.logs / "access.log",
-        metrics_url=running.env["SLUICE_METRICS_URL"],
+        access_log=Path(env["SLUICE_STATE_DIR"]) / "logs" / "access.log",
+        metrics_url=env["SLUICE_METRICS_URL"],
+        other_roots=others,
     )
 
 
@@ -121,7 +143,7 @@ def sluice_stack(
     pools (workers x (5 + 10)) fit beside PgBouncer's; Sluice itself only ever
     uses PgBouncer's pool, so its behaviour does not change.
     """
-    environ = _clean_env(
+    environ = clean_env(
         SLUICE_ENVIRONMENT="test",
         POSTGRES_MAX_CONNECTIONS=str(postgres_max_connections),
     )
@@ -143,7 +165,7 @@ def plain_environment(
     *, postgres_port: int, db_user: str, db_password: str, db_name: str
 ) -> dict[str, str]:
     """How most projects ship it: library defaults, no admission control, no PgBouncer."""
-    return _clean_env(
+    return clean_env(
         SLUICE_ENVIRONMENT="test",
         SLUICE_ADMISSION_ENABLED="false",
         SLUICE_ENFORCE_LIMITS="false",
