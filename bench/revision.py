@@ -22,8 +22,9 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.targets import ROOT, TargetError, clean_env
+from bench.targets import ROOT, TargetError, clean_env, wait_for_ports
 from deploy.envfile import read_env_file
+from deploy.layout import Layout
 from deploy.services import tail
 
 WORKTREES = ROOT / ".sluice-bench-rev"
@@ -137,6 +138,7 @@ def revision_stack(
             f"{state} holds a running stack (stack.env): `SLUICE_STATE_DIR={state} "
             f"{revision.python} -m deploy.stack down` in {revision.path} first"
         )
+    wait_for_ports(Layout(state=state, port_base=port_base).ports.values())
     _launcher(revision, "up", env)
     try:
         yield read_env_file(env_file)

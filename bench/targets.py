@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -14,7 +15,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,6 +69,31 @@ def wait_http(url: str, *, timeout_s: float, expect: int = 200) -> None:
             last = str(exc)
         time.sleep(0.2)
     raise TargetError(f"{url} not answering {expect} after {timeout_s:.0f}s: {last}")
+
+
+def wait_for_ports(ports: Iterable[int], *, timeout_s: float = 90.0) -> None:
+    """Wait until every one of `ports` can be bound on 127.0.0.1, before a server binds it.
+
+    A port in Linux's ephemeral range (32768-60999) may be held for a minute
+    by a TIME-WAIT connection of any process on the machine (nginx's
+    connection per request to an app leaves thousands), and a server that
+    binds it then exits with EADDRINUSE.
+    """
+    wanted = sorted(set(ports))
+    deadline = time.monotonic() + timeout_s
+    while busy := [port for port in wanted if not _bindable(port)]:
+        if time.monotonic() > deadline:
+            raise TargetError(f"127.0.0.1 ports {busy} still in use after {timeout_s:g} s")
+        time.sleep(1.0)
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as probe:  # no SO_REUSEADDR: a TIME-WAIT holder counts as busy
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def clean_env(**overrides: str) -> dict[str, str]:
@@ -149,6 +175,7 @@ def sluice_stack(
     )
     environ.update(overrides or {})
     layout = Layout(state=state.resolve(), port_base=port_base)
+    wait_for_ports(layout.ports.values())
     with contextlib.ExitStack() as resources:
         try:
             running = resources.enter_context(Stack(layout, environ=environ))
@@ -207,6 +234,7 @@ def plain_server(
     current: list[subprocess.Popen[bytes]] = []
 
     def start() -> None:
+        wait_for_ports([port])
         with open(log, "ab") as out:
             current.append(
                 subprocess.Popen(
@@ -277,6 +305,7 @@ def trivial_nginx(*, port: int) -> Iterator[Deployment]:
     with tempfile.TemporaryDirectory(prefix="sluice-bench-nginx-") as tmp:
         conf = Path(tmp) / "nginx.conf"
         conf.write_text(_TRIVIAL_NGINX.format(dir=tmp, port=port))
+        wait_for_ports([port])
         proc = subprocess.Popen(
             ["nginx", "-e", f"{tmp}/error.log", "-c", str(conf)],
             stdout=subprocess.DEVNULL,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 
 import pytest
 
@@ -10,7 +11,7 @@ from bench.affinity import describe, plan_one_core
 from bench.criteria import CPU_RATE, DEFAULT_MULTIPLES
 from bench.plan import fairness_rates, fixed_levels, interleave, ladder, levels
 from bench.statements import StatementCount, Totals, count
-from bench.targets import sluice_deployment
+from bench.targets import TargetError, sluice_deployment, wait_for_ports
 
 
 def test_levels_are_multiples_of_plains_capacity() -> None:
@@ -105,3 +106,12 @@ def test_a_stack_is_described_from_what_it_publishes() -> None:
 
 
 SERVICES = ("POSTGRES", "PGBOUNCER", "GUNICORN", "NGINX", "PROMETHEUS", "NGINX_EXPORTER")
+
+
+def test_a_port_held_by_any_socket_is_waited_for_then_refused() -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        port = holder.getsockname()[1]
+        with pytest.raises(TargetError, match=f"ports \\[{port}\\] still in use"):
+            wait_for_ports([port], timeout_s=0.5)
+    wait_for_ports([port], timeout_s=0.5)  # free again: no wait
