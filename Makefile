@@ -14,6 +14,7 @@ help:
 	@echo "make status   show the stack's processes and URLs"
 	@echo "make clean    stop and remove every local stack's state (and database directory)"
 	@echo "make bench    the overload benchmark: Sluice vs a plain deployment, 20 clients (docs/benchmark.md)"
+	@echo "              BENCH_ARGS=--one-core: each deployment on one core; \"--baseline REV\": REV's stack beside this code"
 	@echo "make lint     ruff, ruff format --check, mypy strict, deptry (every dependency imported)"
 	@echo "make fmt      ruff format and autofix"
 
@@ -57,8 +58,9 @@ fmt: $(STAMP)
 test: install test-packages lint
 	$(PY) -m pytest
 
+# BENCH_ARGS: options of python -m bench, e.g. BENCH_ARGS=--one-core or "--baseline dccb707".
 bench: install
-	$(PY) -m bench
+	$(PY) -m bench $(BENCH_ARGS)
 
 sizing: $(STAMP)
 	$(PY) -m service.sizing --format table

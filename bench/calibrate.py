@@ -11,10 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from bench import loadgen, schedule
+from bench import affinity, loadgen, schedule
 from bench.loadgen import Request
 from bench.stats import Summary, summarize
 from bench.targets import trivial_nginx
+from bench.workload import client_address
 
 LAG_LIMIT_MS = 10.0
 LATENCY_LIMIT_MS = 25.0
@@ -44,16 +45,29 @@ def calibrate(
     max_in_flight: int,
     timeout_s: float,
     progress: Callable[[str], None] = print,
+    server_cpus: frozenset[int] | None = None,
 ) -> tuple[float, list[CalibrationStep]]:
-    """Try `rates` in order until one fails; return (ceiling, steps)."""
+    """Try `rates` in order until one fails; return (ceiling, steps).
+
+    `server_cpus`: where the trivial target runs (--one-core: the servers' core).
+    """
     steps: list[CalibrationStep] = []
     ceiling = 0.0
     with trivial_nginx(port=port) as target:
+        if server_cpus is not None:
+            affinity.pin_trees(target.roots, server_cpus)
         for rate in rates:
             offsets = schedule.uniform_offsets(rate, duration_s)
             requests = [Request(method="GET", path="/api/v1/items/", kind="get")] * len(offsets)
             result = loadgen.run(
-                target.url, requests, offsets, max_in_flight=max_in_flight, timeout_s=timeout_s
+                target.url,
+                requests,
+                offsets,
+                max_in_flight=max_in_flight,
+                timeout_s=timeout_s,
+                # As the benchmark's clients send: from an address of their own, whose
+                # ephemeral ports cannot collide with a stack's listeners on 127.0.0.1.
+                sources=[client_address(0)],
             )
             summary = summarize(result.outcomes, offered_rps=rate, duration_s=duration_s)
             step = CalibrationStep(

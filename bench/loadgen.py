@@ -9,6 +9,16 @@ the scheduled time too, so the generator's own lateness (`lag`) is charged to
 the result rather than hidden; its ceiling is measured against a trivial
 target (bench.calibrate).
 
+Every request names the client that sends it (`Request.client`), and each
+client has its own pool of keep-alive connections. With `sources`, client c's
+connections are opened from its own address (`sources[c]`, e.g. 127.0.0.10 +
+c: Linux routes all of 127.0.0.0/8 to the loopback interface), so the server
+sees distinct clients as distinct peers (nginx's `$remote_addr`), as its
+per-address limits expect.
+
+`run_closed_loop` is the other shape, for one question only: how a client
+that keeps exactly N requests in flight is treated.
+
 The client is asyncio protocols plus httptools (the C parser uvicorn uses),
 with each request serialised before the run: aiohttp's client costs several
 times more CPU per request, which on a 2-core box is CPU taken from the server
@@ -44,6 +54,7 @@ class Request:
     body: bytes | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
     tag: str = ""
+    client: int = 0  # who sends it: its connection pool, and its source address if any
 
 
 @dataclass
@@ -145,6 +156,34 @@ class _Flight:
         self.done = False
 
 
+def _target(base_url: str) -> tuple[str, int]:
+    split = urlsplit(base_url)
+    if split.scheme != "http" or split.hostname is None:
+        raise ValueError(f"only plain http://host:port targets: {base_url}")
+    return split.hostname, split.port or 80
+
+
+def _payloads(
+    base_url: str, requests: Sequence[Request], headers: Mapping[str, str] | None
+) -> list[bytes]:
+    common = {"User-Agent": "sluice-bench", "Accept": "application/json", **(headers or {})}
+    netloc = urlsplit(base_url).netloc
+    return [serialise(r, host=netloc, headers=common) for r in requests]
+
+
+def _local_addrs(
+    requests: Sequence[Request], sources: Sequence[str]
+) -> dict[int, tuple[str, int] | None]:
+    """Each sending client's source address for `create_connection` (None: the kernel's)."""
+    clients = {r.client for r in requests}
+    if not sources:
+        return dict.fromkeys(clients)
+    missing = sorted(c for c in clients if not 0 <= c < len(sources))
+    if missing:
+        raise ValueError(f"no source address for clients {missing[:5]} ({len(sources)} given)")
+    return {c: (sources[c], 0) for c in clients}
+
+
 async def run_open_loop(
     base_url: str,
     requests: Sequence[Request],
@@ -153,21 +192,22 @@ async def run_open_loop(
     max_in_flight: int = 1000,
     timeout_s: float = 5.0,
     headers: Mapping[str, str] | None = None,
+    sources: Sequence[str] = (),
 ) -> LoadResult:
-    """Send `requests[i]` at `offsets[i]` seconds after the start; return every outcome."""
+    """Send `requests[i]` at `offsets[i]` seconds after the start; return every outcome.
+
+    `sources[c]` is the local address client c's connections are opened from.
+    """
     if len(requests) != len(offsets):
         raise ValueError(f"{len(requests)} requests for {len(offsets)} offsets")
-    split = urlsplit(base_url)
-    if split.scheme != "http" or split.hostname is None:
-        raise ValueError(f"only plain http://host:port targets: {base_url}")
-    host, port = split.hostname, split.port or 80
-    common = {"User-Agent": "sluice-bench", "Accept": "application/json", **(headers or {})}
-    payloads = [serialise(r, host=split.netloc, headers=common) for r in requests]
+    host, port = _target(base_url)
+    payloads = _payloads(base_url, requests, headers)
+    local_addrs = _local_addrs(requests, sources)
 
     loop = asyncio.get_running_loop()
     total = len(requests)
     outcomes: list[Outcome | None] = [None] * total
-    idle: deque[_Connection] = deque()
+    idle: dict[int, deque[_Connection]] = {client: deque() for client in local_addrs}
     every: set[_Connection] = set()
     connecting: set[asyncio.Task[None]] = set()
     drained = loop.create_future()
@@ -182,14 +222,14 @@ async def run_open_loop(
         in_flight -= 1
         if flight.timer is not None:
             flight.timer.cancel()
+        request = requests[flight.index]
         conn = flight.conn
         if conn is not None:
             if error or conn.closed:
                 conn.close()
                 every.discard(conn)
             else:
-                idle.append(conn)
-        request = requests[flight.index]
+                idle[request.client].append(conn)
         outcomes[flight.index] = Outcome(
             kind=request.kind,
             status=status,
@@ -198,6 +238,7 @@ async def run_open_loop(
             error=error,
             tag=request.tag,
             body=body[:_BODY_LIMIT],
+            client=request.client,
         )
         if not dispatching and in_flight == 0 and not drained.done():
             drained.set_result(None)
@@ -218,8 +259,9 @@ async def run_open_loop(
 
     async def connect_then_send(flight: _Flight) -> None:
         nonlocal opened
+        local_addr = local_addrs[requests[flight.index].client]
         try:
-            _, conn = await loop.create_connection(_Connection, host, port)
+            _, conn = await loop.create_connection(_Connection, host, port, local_addr=local_addr)
         except Exception as exc:  # refused, reset, out of ports: an outcome
             finish(flight, 0, type(exc).__name__)
             return
@@ -233,22 +275,25 @@ async def run_open_loop(
     def dispatch(index: int, scheduled: float) -> None:
         nonlocal in_flight, peak
         now = loop.time()
+        request = requests[index]
         if in_flight >= max_in_flight:
             outcomes[index] = Outcome(
-                kind=requests[index].kind,
+                kind=request.kind,
                 status=0,
                 latency_s=0.0,
                 lag_s=now - scheduled,
                 error=NOT_SENT,
-                tag=requests[index].tag,
+                tag=request.tag,
+                client=request.client,
             )
             return
         in_flight += 1
         peak = max(peak, in_flight)
         flight = _Flight(index, scheduled, now)
         flight.timer = loop.call_at(scheduled + timeout_s, timed_out, flight)
-        while idle:
-            conn = idle.pop()  # most recently used: the least likely to be closed
+        pool = idle[request.client]
+        while pool:
+            conn = pool.pop()  # most recently used: the least likely to be closed
             if not conn.closed:
                 send(flight, conn)
                 return
@@ -288,6 +333,113 @@ async def run_open_loop(
     )
 
 
+async def run_closed_loop(
+    base_url: str,
+    requests: Sequence[Request],
+    *,
+    concurrency: int,
+    duration_s: float,
+    timeout_s: float = 5.0,
+    headers: Mapping[str, str] | None = None,
+    sources: Sequence[str] = (),
+) -> LoadResult:
+    """`concurrency` loops, each sending the next of `requests` as soon as its last is answered.
+
+    For what an open loop cannot ask: how a client holding exactly N requests
+    in flight is treated. Each loop keeps one keep-alive connection (from the
+    sending client's source address); latency counts from the send, lag is 0.
+    Stops after `duration_s`, or when `requests` run out.
+    """
+    if concurrency < 1:
+        raise ValueError(f"concurrency must be at least 1, not {concurrency}")
+    host, port = _target(base_url)
+    payloads = _payloads(base_url, requests, headers)
+    local_addrs = _local_addrs(requests, sources)
+    loop = asyncio.get_running_loop()
+    outcomes: list[Outcome] = []
+    order = iter(range(len(requests)))
+    opened = 0
+    busy = peak = 0
+
+    async def one_loop(end: float) -> None:
+        nonlocal opened, busy, peak
+        conn: _Connection | None = None
+        try:
+            while loop.time() < end and (index := next(order, None)) is not None:
+                request = requests[index]
+                sent = loop.time()
+                status, error, body = 0, "", b""
+                if conn is None or conn.closed:
+                    try:
+                        _, conn = await loop.create_connection(
+                            _Connection, host, port, local_addr=local_addrs[request.client]
+                        )
+                        opened += 1
+                    except Exception as exc:  # an outcome, like the open loop's
+                        conn, error = None, type(exc).__name__
+                if conn is not None:
+                    answered: asyncio.Future[tuple[int, str, bytes]] = loop.create_future()
+
+                    def done(
+                        status: int,
+                        error: str,
+                        body: bytes,
+                        answered: asyncio.Future[tuple[int, str, bytes]] = answered,
+                    ) -> None:
+                        if not answered.done():
+                            answered.set_result((status, error, body))
+
+                    busy += 1
+                    peak = max(peak, busy)
+                    conn.send(payloads[index], done)
+                    try:
+                        status, error, body = await asyncio.wait_for(answered, timeout_s)
+                    except TimeoutError:
+                        status, error = 0, TIMEOUT
+                    busy -= 1
+                    if error or conn.closed:
+                        conn.close()
+                        conn = None
+                outcomes.append(
+                    Outcome(
+                        kind=request.kind,
+                        status=status,
+                        latency_s=loop.time() - sent,
+                        lag_s=0.0,
+                        error=error,
+                        tag=request.tag,
+                        body=body[:_BODY_LIMIT],
+                        client=request.client,
+                    )
+                )
+                if error and conn is None and status == 0:
+                    await asyncio.sleep(0.01)  # a refused connect must not spin
+        finally:
+            if conn is not None:
+                conn.close()
+
+    cpu_start = time.process_time()
+    start = loop.time()
+    await asyncio.gather(*(one_loop(start + duration_s) for _ in range(concurrency)))
+    return LoadResult(
+        outcomes=outcomes,
+        wall_s=loop.time() - start,
+        cpu_s=time.process_time() - cpu_start,
+        max_in_flight_seen=peak,
+        connections_opened=opened,
+    )
+
+
+def _runner() -> asyncio.Runner:
+    """A fresh event loop (uvloop when installed)."""
+    try:
+        import uvloop
+
+        return asyncio.Runner(loop_factory=uvloop.new_event_loop)
+    except ImportError:  # pragma: no cover - uvicorn[standard] brings it
+        return asyncio.Runner()
+
+
 def run(
     base_url: str,
     requests: Sequence[Request],
@@ -296,15 +448,10 @@ def run(
     max_in_flight: int = 1000,
     timeout_s: float = 5.0,
     headers: Mapping[str, str] | None = None,
+    sources: Sequence[str] = (),
 ) -> LoadResult:
-    """Run the generator on a fresh event loop (uvloop when installed)."""
-    try:
-        import uvloop
-
-        runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
-    except ImportError:  # pragma: no cover - uvicorn[standard] brings it
-        runner = asyncio.Runner()
-    with runner:
+    """`run_open_loop` on a fresh event loop."""
+    with _runner() as runner:
         return runner.run(
             run_open_loop(
                 base_url,
@@ -313,5 +460,29 @@ def run(
                 max_in_flight=max_in_flight,
                 timeout_s=timeout_s,
                 headers=headers,
+                sources=sources,
+            )
+        )
+
+
+def run_closed(
+    base_url: str,
+    requests: Sequence[Request],
+    *,
+    concurrency: int,
+    duration_s: float,
+    timeout_s: float = 5.0,
+    sources: Sequence[str] = (),
+) -> LoadResult:
+    """`run_closed_loop` on a fresh event loop."""
+    with _runner() as runner:
+        return runner.run(
+            run_closed_loop(
+                base_url,
+                requests,
+                concurrency=concurrency,
+                duration_s=duration_s,
+                timeout_s=timeout_s,
+                sources=sources,
             )
         )

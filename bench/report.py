@@ -1,4 +1,8 @@
-"""The markdown report, the plots and a JSON copy of the figures."""
+"""The markdown report, its summary for the README, and a JSON copy of the figures.
+
+The targets are judged in bench.criteria and the plots drawn in bench.plots;
+this module lays out what they say beside the measured tables.
+"""
 
 from __future__ import annotations
 
@@ -13,14 +17,28 @@ from typing import Any
 
 import psutil
 
-from bench import calibrate
+from bench import calibrate, criteria, plan, plots
+from bench.criteria import (
+    CAPACITY_MIN_OK,
+    CPU_RATE,
+    HEAVY_MULTIPLE,
+    LAG_LIMIT_MS,
+    LATENCY_TARGET_MS,
+    LIGHT_CLIENTS,
+    LIGHT_MULTIPLE,
+    MAX_STATEMENTS,
+    Check,
+    at_rate,
+    cpu_per_request,
+    lagged,
+    tally,
+    verdict,
+)
 from bench.results import BenchResult, DeploymentResult, Run
 from bench.serverside import REFUSERS, Layers
 from bench.stats import StatusStats, Summary
 
 ROOT = Path(__file__).resolve().parent.parent
-# Above this generator lag p99 a run's client-side tail is partly the generator's.
-LAG_UNRELIABLE_MS = 20.0
 
 
 def machine_info() -> dict[str, str]:
@@ -176,7 +194,7 @@ def _latency_table(runs: list[Run]) -> list[str]:
         layers = _nginx_log(run)
         server = layers.refused_by_layer if layers else {}
         lag = f"{_ms(s.lag_p50_ms)} / {_ms(s.lag_p99_ms)}"
-        if s.lag_p99_ms > LAG_UNRELIABLE_MS:
+        if s.lag_p99_ms > LAG_LIMIT_MS:
             lag += " **client tail unreliable**"
         row = [_run_name(run), f"{run.rate:.0f}"]
         for layer in ("nginx", "app"):
@@ -206,13 +224,13 @@ def _lag_warning(runs: list[Run]) -> list[str]:
     late = [
         f"{_run_name(r)} ({_ms(r.summary.lag_p99_ms)} ms)"
         for r in runs
-        if r.summary.lag_p99_ms > LAG_UNRELIABLE_MS
+        if r.summary.lag_p99_ms > LAG_LIMIT_MS
     ]
     if not late:
         return []
     return [
         f"**The client-side tail is unreliable for: {', '.join(late)}.** The generator sent "
-        f"those runs' requests more than {LAG_UNRELIABLE_MS:g} ms late at p99, so their "
+        f"those runs' requests more than {LAG_LIMIT_MS:g} ms late at p99, so their "
         "client-side p99 (2xx and refusals) measures the generator as much as the server; "
         "the server-side columns (nginx's request_time) do not include that lag.",
         "",
@@ -283,174 +301,289 @@ def _level(deployment: DeploymentResult, label: str) -> Run | None:
     return next((r for r in deployment.levels if r.label == label), None)
 
 
-def evaluate_targets(result: BenchResult) -> list[tuple[str, str, bool | None]]:
-    """The benchmark's targets: (target, measured, met); met is None when not judged."""
-    sluice, plain = result.deployments
-    low, one, high = (_level(sluice, m) for m in ("0.5x", "1x", "4x"))
-    plain_low = _level(plain, "0.5x")
-    checks: list[tuple[str, str, bool | None]] = []
+def _share(part: int, whole: int) -> str:
+    return f"{part / whole:.1%}" if whole else "-"
 
-    def add(name: str, measured: str | None, met: bool | None) -> None:
-        checks.append((name, measured or "not measured", met if measured else None))
 
-    if high is not None:
-        s = high.summary
-        add(
-            "4x: goodput >= 90% of capacity",
-            f"{s.goodput_rps:.1f} rps = {s.goodput_rps / sluice.capacity:.0%} of "
-            f"{sluice.capacity:.0f}",
-            s.goodput_rps >= 0.9 * sluice.capacity,
+def _group_rows(run: Run) -> list[list[str]]:
+    rows = []
+    for name, group in run.groups.items():
+        s, layers = group.summary, group.server
+        served = _share(s.ok_within_target, s.scheduled)
+        if layers is not None:
+            served += f" / {_share(layers.admitted_within_target, s.scheduled)}"
+        rows.append(
+            [
+                name,
+                str(group.clients),
+                f"{s.offered_rps:.0f}",
+                f"{s.goodput_rps:.1f}",
+                f"{s.ok}/{s.scheduled}",
+                f"{s.rejected_total} ({_share(s.rejected_total, s.scheduled)})",
+                f"{_ms(s.ok_p99_ms)} / {_ms(layers.admitted.p99_ms) if layers else '-'}",
+                served,
+                str(s.timeouts),
+            ]
         )
-        add("4x: zero timeouts", str(s.timeouts), s.timeouts == 0)
-        layers = _nginx_log(high)
-        if layers is None:
-            add("4x: refusal p99 <= 20 ms, server side", None, None)
-        else:
-            every = layers.refused_all
-            add(
-                "4x: refusal p99 <= 20 ms, server side",
-                f"{_ms(every.p99_ms)} ms over {every.count} refusals (nginx's request_time)"
-                if every.count
-                else "no refusals",
-                not every.count or every.p99_ms <= 20,
-            )
-        lag_ok = s.lag_p99_ms <= LAG_UNRELIABLE_MS
-        measured = f"{_ms(s.rejection_p99_ms)} ms" if s.rejected else "no refusals"
-        measured += f", generator lag p99 {_ms(s.lag_p99_ms)} ms"
-        add(
-            f"4x: refusal p99 <= 50 ms, client side (judged when lag p99 <= "
-            f"{LAG_UNRELIABLE_MS:g} ms)",
-            measured if lag_ok else measured + ": not judged",
-            (not s.rejected or s.rejection_p99_ms <= 50) if lag_ok else None,
-        )
-        if low is not None:
-            # Judged on the client side when the generator kept up at both
-            # levels; otherwise on nginx's request_time, which its lag cannot reach.
-            low_log = _nginx_log(low)
-            measured = f"{_ms(s.ok_p99_ms)} ms vs 3 x {_ms(low.summary.ok_p99_ms)} ms"
-            server = None
-            if layers is not None and low_log is not None:
-                server = (layers.admitted.p99_ms, low_log.admitted.p99_ms)
-                measured += f" (server side {_ms(server[0])} vs 3 x {_ms(server[1])} ms)"
-            if lag_ok and low.summary.lag_p99_ms <= LAG_UNRELIABLE_MS:
-                met: bool | None = s.ok_p99_ms <= 3 * low.summary.ok_p99_ms
-            elif server is not None:
-                measured += ": generator lag over the limit, judged on the server side"
-                met = server[0] <= 3 * server[1]
-            else:
-                measured += ": not judged"
-                met = None
-            add("4x: admitted p99 <= 3 x p99 at 0.5x", measured, met)
-        count_500 = sum(st.count for code, st in s.http_errors.items() if code == 500)
-        add("4x: zero 500s", str(count_500), count_500 == 0)
-        if one is not None:
-            add(
-                "4x: peak RSS within 20% of 1x",
-                f"{_server_rss(high):.0f} MB vs {_server_rss(one):.0f} MB",
-                _server_rss(high) <= 1.2 * _server_rss(one),
-            )
-    else:
-        add("4x targets", None, None)
-    lost = sum(r.integrity.acknowledged_missing for r in sluice.levels + sluice.search)
-    add(
-        "zero lost acknowledged writes (every Sluice run)",
-        str(lost) if sluice.levels else None,
-        lost == 0,
+    return rows
+
+
+def _fairness_section(result: BenchResult) -> list[str]:
+    runs = [d.fairness for d in result.deployments if d.fairness is not None]
+    if not runs:
+        why = "--rates: no capacity to size it from" if result.options.rates else "--no-fairness"
+        return ["## Fairness", "", f"Not run ({why}).", ""]
+    heavy, light = plan.fairness_rates(result.deployments[1].capacity)
+    lines = [
+        "## Fairness: one heavy client beside light ones",
+        "",
+        f"One client (one token, one address) offers {HEAVY_MULTIPLE:g}x plain's capacity "
+        f"({heavy:.0f} rps) beside {LIGHT_CLIENTS} light clients offering {LIGHT_MULTIPLE:g}x "
+        f"together ({light:.0f} rps), for {result.options.duration_s:g} s, the usual mix. "
+        f"*Served in time*: 2xx within {LATENCY_TARGET_MS:g} ms, of the group's scheduled "
+        "requests, client side / server side (nginx's request_time; a request nginx never "
+        "logged counts as not served). Sluice is judged, plain is for reference.",
+        "",
+    ]
+    for run in runs:
+        s = run.summary
+        late = " **generator lagged: client side flagged**" if lagged(run) else ""
+        lines += [
+            f"{run.deployment} (generator lag p99 {_ms(s.lag_p99_ms)} ms{late}; "
+            f"{'restarted after the run' if run.restarted else 'drained'}):",
+            "",
+            *_table(
+                "clients | n | offered rps | goodput rps | 2xx | refused | 2xx p99 ms: "
+                "client / server | served in time: client / server | timeouts",
+                "lrrrrrlll",
+                _group_rows(run),
+            ),
+            "",
+        ]
+    return lines
+
+
+def _lone_section(result: BenchResult) -> list[str]:
+    run = result.deployments[0].lone_client
+    if run is None:
+        return []
+    s = run.summary
+    return [
+        "## A lone client on the idle stack",
+        "",
+        f"One client (one token, one address) keeps workers x L requests in flight (the "
+        f"stack's SLUICE_WORKERS x SLUICE_MAX_IN_FLIGHT) in a closed loop for "
+        f"{result.options.lone_client_s:g} s: {run.label}. {s.scheduled} requests in "
+        f"{s.duration_s:.1f} s, "
+        f"{s.ok} 2xx, **{s.rejected_total} refused**"
+        + (f" ({_rejections(s)})" if s.rejected_total else "")
+        + ", other errors "
+        f"{_other_errors(s)}, timeouts {s.timeouts}; 2xx p50 / p99 {_ms(s.ok_p50_ms)} / "
+        f"{_ms(s.ok_p99_ms)} ms.",
+        "",
+    ]
+
+
+def _checks_table(checks: list[Check]) -> list[str]:
+    return _table(
+        "target | check | measured | verdict",
+        "llll",
+        [[c.target, c.name, c.measured, verdict(c.met)] for c in checks],
     )
-    if low is not None and plain_low is not None:
-        diff = low.summary.ok_p50_ms - plain_low.summary.ok_p50_ms
-        add(
-            "0.5x: p50 within 3 ms of plain",
-            f"{_ms(low.summary.ok_p50_ms)} vs {_ms(plain_low.summary.ok_p50_ms)} ms ({diff:+.1f})",
-            diff <= 3,
-        )
-    else:
-        add("0.5x: p50 within 3 ms of plain", None, None)
-    if plain.capacity > 0 and sluice.capacity > 0:
-        add(
-            "capacity >= 85% of plain",
-            f"{sluice.capacity:.0f} vs {plain.capacity:.0f} rps "
-            f"({sluice.capacity / plain.capacity:.0%})",
-            sluice.capacity >= 0.85 * plain.capacity,
-        )
-    else:
-        add("capacity >= 85% of plain", None, None)
-    return checks
 
 
-def _plots(result: BenchResult, out: Path) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = []
-    styles = {"sluice": ("tab:blue", "o"), "plain": ("tab:red", "s")}
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    top = 0.0
-    for d in result.deployments:
-        if not d.levels:
-            continue
-        x = [r.summary.offered_rps for r in d.levels]
-        y = [r.summary.goodput_rps for r in d.levels]
-        top = max(top, *x)
-        color, marker = styles.get(d.name, ("black", "x"))
-        ax.plot(x, y, marker=marker, color=color, label=f"{d.name} (capacity {d.capacity:.0f})")
-    if top:
-        ax.plot([0, top], [0, top], ls=":", color="grey", label="goodput = offered")
-    ax.set_xlabel("offered load (requests/s, open loop)")
-    ax.set_ylabel("goodput (2xx within 1 s, per s)")
-    ax.set_title("Goodput against offered load")
-    ax.set_xlim(left=0)
-    ax.set_ylim(bottom=0)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "goodput.png", dpi=110)
-    plt.close(fig)
-    names.append("goodput.png")
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for d in result.deployments:
-        if not d.levels:
-            continue
-        color, marker = styles.get(d.name, ("black", "x"))
-        x = [r.summary.offered_rps for r in d.levels]
-        ax.plot(
-            x,
-            [r.summary.ok_p99_ms for r in d.levels],
-            marker=marker,
-            color=color,
-            label=f"{d.name}: 2xx p99",
-        )
-        rejection = [r.summary.rejection_p99_ms for r in d.levels]
-        if any(not math.isnan(v) for v in rejection):
-            ax.plot(
-                x,
-                rejection,
-                marker=marker,
-                color=color,
-                ls="--",
-                alpha=0.6,
-                label=f"{d.name}: rejection p99",
+def _statements_section(result: BenchResult) -> list[str]:
+    current, baseline = result.deployments
+    kinds = [k for k in ("read", "create") if k in current.statements or k in baseline.statements]
+    if not kinds:
+        return ["## Statements per request", "", "Not measured.", ""]
+    rows = []
+    for kind in kinds:
+        row = [kind, f"{MAX_STATEMENTS[kind]:g}"]
+        for d in (current, baseline):
+            c = d.statements.get(kind)
+            row.append(
+                "-"
+                if c is None
+                else f"{c.per_request:.2f} ({c.queries} / {c.ok} of {c.requests}; "
+                f"{c.transactions_per_request:.2f} transactions)"
             )
-    ax.axhline(result.options.target_p99_ms, ls=":", color="grey", label="latency target")
-    ax.axhline(
-        result.options.timeout_s * 1000, ls="-.", color="grey", alpha=0.5, label="client timeout"
+        rows.append(row)
+    return [
+        "## Statements per request",
+        "",
+        f"PgBouncer's own count (`SHOW STATS` total_query_count as the stats user, read once "
+        f"its stats_period had passed since the last request) over "
+        f"{result.options.statement_requests} requests of one kind alone, from one client at "
+        "a low rate: statements gained / requests answered 2xx (queries / 2xx of sent).",
+        "",
+        *_table(
+            f"kind | at most | {current.name} | {baseline.name}",
+            "lrll",
+            rows,
+        ),
+        "",
+    ]
+
+
+def _before_after_section(result: BenchResult) -> list[str]:
+    current, baseline = result.deployments
+    rows = []
+    for run in current.levels:
+        other = at_rate(baseline, run.rate)
+        row = [f"{run.rate:g}"]
+        for r in (run, other):
+            if r is None:
+                row += ["-"] * 5
+                continue
+            s = r.summary
+            layers = _nginx_log(r)
+            row += [
+                f"{s.goodput_rps:.1f}",
+                f"{_ms(s.ok_p50_ms)} / {_ms(s.ok_p99_ms)}"
+                + (f" ({_ms(layers.admitted.p99_ms)})" if layers else ""),
+                _share(s.rejected_total, s.scheduled),
+                str(s.timeouts),
+                f"{cpu_per_request(r):.2f}",
+            ]
+        rows.append(row)
+    names = (current.name, baseline.name)
+    header = "offered rps | " + " | ".join(
+        f"{n} goodput | {n} 2xx p50 / p99 ms (server p99) | {n} refused | {n} timeouts "
+        f"| {n} CPU ms/request"
+        for n in names
     )
-    ax.set_yscale("log")
-    ax.set_xlabel("offered load (requests/s, open loop)")
-    ax.set_ylabel("p99 latency from scheduled send (ms)")
-    ax.set_title("p99 latency against offered load")
-    ax.set_xlim(left=0)
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize="small")
-    fig.tight_layout()
-    fig.savefig(out / "p99.png", dpi=110)
-    plt.close(fig)
-    names.append("p99.png")
-    return names
+    mine, theirs = at_rate(current, CPU_RATE), at_rate(baseline, CPU_RATE)
+    cpu = []
+    if mine is not None and theirs is not None:
+        parts = []
+        for group in ("app", "proxies", "postgres"):
+            a = mine.cpu_ms_per_request.get(group, 0.0)
+            b = theirs.cpu_ms_per_request.get(group, 0.0)
+            parts.append(f"{group} {a:.2f} vs {b:.2f}")
+        cpu = [
+            f"CPU ms per request at {CPU_RATE:g} rps, {current.name} vs {baseline.name}: "
+            + ", ".join(parts)
+            + f"; the whole stack {cpu_per_request(mine):.2f} vs {cpu_per_request(theirs):.2f}.",
+            "",
+        ]
+    return [
+        "## Before and after",
+        "",
+        f"Each rate ran against {current.name}, then {baseline.name}, then the next rate. CPU: "
+        "the stack's process trees (app, nginx + PgBouncer, PostgreSQL; from /proc) per "
+        "request sent.",
+        "",
+        *_table(header, "r" + "rlrrr" * 2, rows),
+        "",
+        *cpu,
+        f"Peak goodput (the most served in any run): {current.name} "
+        f"{current.peak_goodput:.1f} rps, {baseline.name} {baseline.peak_goodput:.1f} rps.",
+        "",
+    ]
+
+
+def _method(result: BenchResult) -> list[str]:
+    o = result.options
+    lines = [
+        "## Method",
+        "",
+        f"- mode: {result.mode}",
+        f"- open loop, fixed arrival rate; latency from the scheduled send time; "
+        f"client timeout {o.timeout_s:g} s; at most {o.max_in_flight} requests in flight "
+        "(one connection each), beyond that a request counts as not sent",
+        "- workload: "
+        + (
+            f"{o.clients} clients, each an account with its own bearer token and its own "
+            f"source address (127.0.0.10 + i) with its own keep-alive connections; every "
+            f"request is sent by one of them, drawn at random, so nginx's per-client limits "
+            f"meet about 1/{o.clients} of the rate per client"
+            if o.clients > 1
+            else "1 client (one bearer token, one address: nginx's per-client limits meet "
+            "the whole rate)"
+        )
+        + ", 80% GET page of 20 at a random offset over the client's 10,000 seeded items, "
+        "20% POST with a unique title; rows created are deleted after each run",
+    ]
+    if o.baseline:
+        lines += [
+            f"- --baseline {o.baseline}: that revision's stack from a git worktree, beside the "
+            "current code's, at the same fixed rates, alternating; the plain deployment is "
+            "not run (Sluice against Sluice)",
+            f"- rates {', '.join(f'{r:g}' for r in o.rates)} rps (always with "
+            f"{CPU_RATE:g}), {o.duration_s:g} s each",
+        ]
+    elif o.rates:
+        lines.append(
+            f"- fixed levels of {o.duration_s:g} s at {', '.join(f'{r:g}' for r in o.rates)} "
+            "rps for both deployments (--rates: no capacity search)"
+        )
+    else:
+        lines += [
+            f"- capacity, both deployments alike: the highest rate with >= "
+            f"{CAPACITY_MIN_OK:.0%} 2xx (refusals, errors, timeouts and not-sent all count "
+            f"against it) and 2xx p99 <= {o.target_p99_ms:g} ms; a failed step is run again "
+            f"before it counts; steps of {o.search_duration_s:g} s, one of each deployment "
+            "in turn",
+            f"- levels of {o.duration_s:g} s at "
+            f"{', '.join(f'{m:g}x' for m in o.multiples)} the **plain** deployment's "
+            "capacity, each against Sluice then plain before the next level",
+        ]
+    lines += [
+        "- goodput: 2xx answered within 1 s of the scheduled send, per second of schedule; "
+        "a deployment's peak goodput is the most it served in any run (search steps and "
+        "levels)",
+        f"- a run whose generator lag p99 is above {LAG_LIMIT_MS:g} ms has its client-side "
+        "figures flagged; its targets are judged on the server side (nginx's log) where "
+        "there is one",
+        "",
+    ]
+    return lines
+
+
+def _calibration(result: BenchResult) -> list[str]:
+    lines = ["## Generator ceiling", ""]
+    if not result.calibration:
+        return [*lines, "Not measured (--no-calibration).", ""]
+    lines += [
+        f"Against nginx returning a constant 200 (criterion: all 2xx, lag p99 <= "
+        f"{calibrate.LAG_LIMIT_MS:g} ms, p99 <= {calibrate.LATENCY_LIMIT_MS:g} ms): "
+        f"**{result.ceiling:.0f} rps**.",
+        "",
+        "| rate rps | 2xx p50 ms | 2xx p99 ms | lag p99 ms | 2xx | generator CPU | result |",
+        "|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for step in result.calibration:
+        s = step.summary
+        lines.append(
+            f"| {step.rate:.0f} | {_ms(s.ok_p50_ms)} | {_ms(s.ok_p99_ms)} "
+            f"| {_ms(s.lag_p99_ms)} | {s.ok}/{s.scheduled} | {step.cpu_share:.2f} "
+            f"| {'ok' if step.passed else 'fail'} |"
+        )
+    over = [
+        f"{r.deployment} {r.label}"
+        for d in result.deployments
+        for r in d.levels
+        if r.rate > result.ceiling
+    ]
+    if over:
+        lines += ["", f"Above the generator's ceiling (read with care): {', '.join(over)}."]
+    return [*lines, ""]
+
+
+def _provenance_lines(record: dict[str, str]) -> list[str]:
+    if not record:
+        return []
+    dirty = ", **with uncommitted changes**" if record.get("dirty") == "yes" else ""
+    return [
+        f"- command: `{record.get('command', '?')}`",
+        f"- checkout: {record.get('commit', '?')}{dirty}",
+    ]
+
+
+def checks(result: BenchResult) -> list[Check]:
+    """The targets of the issue this run judges: 21 with --baseline, else 20."""
+    return criteria.issue21(result) if result.options.baseline else criteria.issue20(result)
 
 
 def render(result: BenchResult, plots: list[str]) -> str:
@@ -459,77 +592,37 @@ def render(result: BenchResult, plots: list[str]) -> str:
         f"# Sluice overload benchmark, {result.started:%Y-%m-%d %H:%M} UTC"
         + (" (--quick: smoke run, not figures to quote)" if o.quick else ""),
         "",
+        f"Mode: **{result.mode}**." + (" " + _ONE_CORE_NOTE if o.one_core else ""),
+        "",
+        *(
+            [f"The generator's threads, by the CPUs they may run on: {result.generator_cpus}.", ""]
+            if result.generator_cpus
+            else []
+        ),
         "## Machine",
         "",
         *[f"- {key}: {value}" for key, value in result.machine.items()],
-        "- the generator, both deployments and PostgreSQL share these cores",
+        *_provenance_lines(result.provenance),
+        "- the generator, the deployments and PostgreSQL share this machine"
+        + ("" if o.one_core else " and its cores"),
         "",
-        "## Method",
-        "",
-        f"- open loop, fixed arrival rate; latency from the scheduled send time; "
-        f"client timeout {o.timeout_s:g} s; at most {o.max_in_flight} requests in flight "
-        "(one connection each), beyond that a request counts as not sent",
-        "- workload: "
-        + (
-            f"{o.clients} clients (an account and a bearer token each; every request is "
-            "sent by one of them, drawn at random, so nginx's per-client rate limit meets "
-            f"about 1/{o.clients} of the rate per client)"
-            if o.clients > 1
-            else "1 client (one bearer token: nginx's per-client rate limit meets the whole rate)"
-        )
-        + ", 80% GET page of 20 at a random offset over the client's 10,000 seeded items, "
-        "20% POST with a unique title; rows created are deleted after each run",
-        (
-            f"- fixed levels of {o.duration_s:g} s at "
-            f"{', '.join(f'{r:g}' for r in o.rates)} rps for both deployments (--rates: "
-            "no capacity search)"
-            if o.rates
-            else f"- capacity: highest rate with 2xx p99 <= {o.target_p99_ms:g} ms and < 1% "
-            f"errors (non-2xx of any kind; a failed step is run again before it counts); "
-            f"search steps of {o.search_duration_s:g} s, levels of {o.duration_s:g} s at "
-            f"{', '.join(f'{m:g}x' for m in o.multiples)} Sluice's capacity, the same rates "
-            "for both deployments"
-        ),
-        "- goodput: 2xx answered within 1 s of the scheduled send, per second of schedule",
-        "",
-        "## Generator ceiling",
-        "",
+        *_method(result),
+        *_calibration(result),
     ]
-    if result.calibration:
-        lines += [
-            f"Against nginx returning a constant 200 (criterion: all 2xx, lag p99 <= "
-            f"{calibrate.LAG_LIMIT_MS:g} ms, p99 <= {calibrate.LATENCY_LIMIT_MS:g} ms): "
-            f"**{result.ceiling:.0f} rps**.",
-            "",
-            "| rate rps | 2xx p50 ms | 2xx p99 ms | lag p99 ms | 2xx | generator CPU | result |",
-            "|---:|---:|---:|---:|---:|---:|---|",
-        ]
-        for step in result.calibration:
-            s = step.summary
-            lines.append(
-                f"| {step.rate:.0f} | {_ms(s.ok_p50_ms)} | {_ms(s.ok_p99_ms)} "
-                f"| {_ms(s.lag_p99_ms)} | {s.ok}/{s.scheduled} | {step.cpu_share:.2f} "
-                f"| {'ok' if step.passed else 'fail'} |"
-            )
-        over = [
-            f"{r.deployment} {r.label}"
-            for d in result.deployments
-            for r in d.levels
-            if r.rate > result.ceiling
-        ]
-        if over:
-            lines += ["", f"Above the generator's ceiling (read with care): {', '.join(over)}."]
-    else:
-        lines.append("Not measured (--no-calibration).")
-    lines.append("")
-
+    if result.error:
+        lines += [f"**Stopped early:** {result.error}", ""]
     for d in result.deployments:
         lines += [f"## {d.name}: {d.description}", ""]
         if d.error:
             lines += [f"**Incomplete:** {d.error}", ""]
-        capacity = "not searched (--rates)" if o.rates else f"**{d.capacity:.0f} rps**"
-        lines += [f"Capacity: {capacity}.", "", *_settings_lines(d)]
-        lines += [*_search_table(d), ""]
+        if not o.baseline:
+            capacity = "not searched (--rates)" if o.rates else f"**{d.capacity:.0f} rps**"
+            lines += [f"Capacity: {capacity}. Peak goodput: {d.peak_goodput:.1f} rps.", ""]
+        lines += _settings_lines(d)
+        if d.cpus:
+            lines += [f"Threads of its process trees, by the CPUs they may run on: {d.cpus}.", ""]
+        if d.search:
+            lines += [*_search_table(d), ""]
         if d.levels:
             lines += [
                 *_throughput_table(d.levels),
@@ -540,12 +633,14 @@ def render(result: BenchResult, plots: list[str]) -> str:
                 "",
             ]
         lines += _layers_section(d)
-
-    lines += ["## Targets", "", "| target | measured | met |", "|---|---|---|"]
-    for name, measured, met in evaluate_targets(result):
-        verdict = "-" if met is None else ("yes" if met else "**no**")
-        lines.append(f"| {name} | {measured} | {verdict} |")
-    lines += [""]
+    if o.baseline:
+        lines += [*_statements_section(result), *_before_after_section(result)]
+        title = f"## Targets (issue 21: the current code against {o.baseline})"
+    else:
+        lines += [*_lone_section(result), *_fairness_section(result)]
+        title = "## Targets (issue 20)"
+    found = checks(result)
+    lines += [title, "", *_checks_table(found), "", tally(found) + ".", ""]
     if plots:
         lines += ["## Plots", "", *[f"![{p}]({p})" for p in plots], ""]
     lines += [
@@ -553,6 +648,12 @@ def render(result: BenchResult, plots: list[str]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+_ONE_CORE_NOTE = (
+    "Issue 20's target 5 is targets 1-3 below holding in this mode, with the settings "
+    "unchanged (the limits in force are listed per deployment)."
+)
 
 
 def _jsonable(value: Any) -> Any:
@@ -578,14 +679,8 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def render_summary(result: BenchResult) -> str:
-    """The few figures the README quotes, with the machine they came from."""
-    m = result.machine
+def _summary_issue20(result: BenchResult) -> list[str]:
     lines = [
-        f"Measured {result.started:%Y-%m-%d} on {m.get('cpu', '?')}, {m.get('memory', '?')} "
-        f"(generator on the same cores; {result.options.clients} client(s); "
-        f"commit {m.get('commit', '?')}):",
-        "",
         "| load | offered rps | Sluice goodput | Sluice 2xx p99 ms: client (server) "
         "| Sluice refused | refusal p99 ms: server / client | generator lag p99 ms "
         "| plain goodput | plain 2xx p99 ms | plain timeouts |",
@@ -601,10 +696,10 @@ def render_summary(result: BenchResult) -> str:
         refusal_server = _ms(layers.refused_all.p99_ms) if layers else "-"
         lines.append(
             f"| {run.label} | {s.offered_rps:.0f} | {s.goodput_rps:.0f} "
-            f"| {_ms(s.ok_p99_ms)}{admitted_server} | {s.rejected_total / s.scheduled:.0%} "
+            f"| {_ms(s.ok_p99_ms)}{admitted_server} | {_share(s.rejected_total, s.scheduled)} "
             f"| {refusal_server} / {_ms(s.rejection_p99_ms)} | {_ms(s.lag_p99_ms)} "
             + (
-                f"| {p.goodput_rps:.0f} | {_ms(p.ok_p99_ms)} | {p.timeouts / p.scheduled:.0%} |"
+                f"| {p.goodput_rps:.0f} | {_ms(p.ok_p99_ms)} | {p.timeouts} |"
                 if p
                 else "| - | - | - |"
             )
@@ -612,17 +707,87 @@ def render_summary(result: BenchResult) -> str:
     capacity = (
         "Capacity: not searched (--rates)."
         if result.options.rates
-        else f"Capacity (2xx p99 <= {result.options.target_p99_ms:g} ms, < 1% errors): "
-        f"Sluice {sluice.capacity:.0f} rps, plain {plain.capacity:.0f} rps."
+        else f"Capacity (>= {CAPACITY_MIN_OK:.0%} 2xx, 2xx p99 <= "
+        f"{result.options.target_p99_ms:g} ms): Sluice {sluice.capacity:.0f} rps, plain "
+        f"{plain.capacity:.0f} rps; levels at multiples of plain's."
     )
-    lines += ["", capacity, ""]
-    return "\n".join(lines)
+    lines += [
+        "",
+        capacity + f" Peak goodput: Sluice {sluice.peak_goodput:.0f} rps, plain "
+        f"{plain.peak_goodput:.0f} rps.",
+    ]
+    fair = sluice.fairness.groups.get("light") if sluice.fairness else None
+    if fair is not None:
+        s = fair.summary
+        lines.append(
+            f"Fairness: Sluice served {_share(s.ok_within_target, s.scheduled)} of the light "
+            f"clients' requests 2xx within {LATENCY_TARGET_MS:g} ms beside the heavy one."
+        )
+    return lines
+
+
+def _summary_issue21(result: BenchResult) -> list[str]:
+    current, baseline = result.deployments
+    lines = [
+        f"| offered rps | {current.name} goodput | {baseline.name} goodput "
+        f"| {current.name} 2xx p99 ms | {baseline.name} 2xx p99 ms "
+        f"| {current.name} CPU ms/request | {baseline.name} CPU ms/request |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for run in current.levels:
+        other = at_rate(baseline, run.rate)
+        lines.append(
+            f"| {run.rate:g} | {run.summary.goodput_rps:.0f} | {other.summary.goodput_rps:.0f} "
+            if other
+            else f"| {run.rate:g} | {run.summary.goodput_rps:.0f} | - "
+        )
+        lines[-1] += (
+            f"| {_ms(run.summary.ok_p99_ms)} | {_ms(other.summary.ok_p99_ms) if other else '-'} "
+            f"| {cpu_per_request(run):.2f} | {f'{cpu_per_request(other):.2f}' if other else '-'} |"
+        )
+    statements = []
+    for kind in ("read", "create"):
+        parts = [
+            f"{d.name} {d.statements[kind].per_request:.2f}"
+            for d in (current, baseline)
+            if kind in d.statements
+        ]
+        if parts:
+            statements.append(f"{kind}: {', '.join(parts)}")
+    lines += [
+        "",
+        "Statements per request (PgBouncer's SHOW STATS): "
+        + ("; ".join(statements) or "not measured")
+        + f". Peak goodput: {current.name} {current.peak_goodput:.0f} rps, {baseline.name} "
+        f"{baseline.peak_goodput:.0f} rps.",
+    ]
+    return lines
+
+
+def render_summary(result: BenchResult) -> str:
+    """The few figures the README quotes, with the machine and the verdicts."""
+    m, o = result.machine, result.options
+    against = f"; --baseline {o.baseline}" if o.baseline else ""
+    lines = [
+        f"Measured {result.started:%Y-%m-%d} on {m.get('cpu', '?')}, {m.get('memory', '?')} "
+        f"({result.mode}; {o.clients} client(s); commit {m.get('commit', '?')}{against}):",
+        "",
+        *(_summary_issue21(result) if o.baseline else _summary_issue20(result)),
+        "",
+    ]
+    found = checks(result)
+    lines += [f"Targets: {tally(found)}.", ""]
+    lines += [
+        f"- {verdict(c.met, unjudged='not judged:')} {c.target}: {c.name} ({c.measured})"
+        for c in found
+    ]
+    return "\n".join([*lines, ""])
 
 
 def write(result: BenchResult, out: Path) -> str:
     out.mkdir(parents=True, exist_ok=True)
-    plots = _plots(result, out) if any(d.levels for d in result.deployments) else []
-    text = render(result, plots)
+    written = plots.write(result, out)
+    text = render(result, written)
     (out / "report.md").write_text(text)
     (out / "summary.md").write_text(render_summary(result))
     (out / "results.json").write_text(json.dumps(_jsonable(result), indent=2) + "\n")

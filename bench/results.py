@@ -8,7 +8,8 @@ from pathlib import Path
 
 from bench.calibrate import CalibrationStep
 from bench.database import Integrity
-from bench.serverside import ServerSide
+from bench.serverside import Layers, ServerSide
+from bench.statements import StatementCount
 from bench.stats import Summary
 
 
@@ -20,7 +21,7 @@ class Options:
     calibration_duration_s: float
     warm_up_s: float
     calibration_rates: tuple[float, ...]
-    multiples: tuple[float, ...]
+    multiples: tuple[float, ...]  # levels, x the plain deployment's capacity
     rates: tuple[float, ...]  # fixed levels instead of the search and multiples
     target_p99_ms: float
     timeout_s: float
@@ -39,6 +40,23 @@ class Options:
     clients: int  # accounts, one bearer token each; every request is sent by one of them
     state: Path  # the Sluice stack's state directory
     sluice_overrides: dict[str, str] = field(default_factory=dict)
+    one_core: bool = False  # each deployment on one core, the generator on another
+    baseline: str = ""  # a git revision whose stack runs beside the current code (issue 21)
+    baseline_port_base: int = 0
+    statement_requests: int = 100  # per kind, in the statements phase (--baseline)
+    lone_client_s: float = 5.0  # the lone-client check's closed loop
+    fairness: bool = True  # the heavy-and-light clients scenario
+    publish: Path | None = None  # copy the plots and the summary there after the run
+    command: tuple[str, ...] = ()  # how the benchmark was started, for the record
+
+
+@dataclass(frozen=True)
+class Group:
+    """Some of a run's clients on their own: the fairness scenario's heavy and light ones."""
+
+    clients: int
+    summary: Summary  # their outcomes, client side
+    server: Layers | None  # what nginx logged from their addresses
 
 
 @dataclass
@@ -55,6 +73,7 @@ class Run:
     passed: bool
     restarted: bool = False  # it did not recover within the drain limit, so it was restarted
     server: ServerSide | None = None  # what nginx and the app recorded (None: nothing)
+    groups: dict[str, Group] = field(default_factory=dict)  # by group of clients, if any
 
 
 @dataclass
@@ -66,6 +85,15 @@ class DeploymentResult:
     levels: list[Run] = field(default_factory=list)
     error: str = ""
     settings: dict[str, str] = field(default_factory=dict)  # the limits in force
+    lone_client: Run | None = None  # one client, workers x L in flight, on the idle stack
+    fairness: Run | None = None  # one heavy client beside light ones
+    statements: dict[str, StatementCount] = field(default_factory=dict)  # by request kind
+    cpus: str = ""  # where its processes' threads could run, read at the end (bench.affinity)
+
+    @property
+    def peak_goodput(self) -> float:
+        """The most this deployment served in any run of the benchmark (search steps, levels)."""
+        return max((r.summary.goodput_rps for r in [*self.search, *self.levels]), default=0.0)
 
 
 @dataclass
@@ -77,3 +105,7 @@ class BenchResult:
     ceiling: float
     deployments: list[DeploymentResult]
     elapsed_s: float = 0.0
+    mode: str = "shared cores"  # where the processes ran (bench.affinity)
+    provenance: dict[str, str] = field(default_factory=dict)  # command, commit, dirty, date
+    error: str = ""  # why the procedure stopped early, if it did
+    generator_cpus: str = ""  # where the generator's threads could run (bench.affinity)

@@ -7,7 +7,10 @@ Two sources, read before and after the run:
   written, millisecond resolution), `$limit_req_status`, `$limit_conn_status`
   and `$upstream_status`. From them: which layer refused each request, and the
   server's own latency beside the client's (which counts from the scheduled
-  send, so the generator's lag and the kernel's queues are in it).
+  send, so the generator's lag and the kernel's queues are in it). Its
+  `remote_addr` names the client, since every benchmark client sends from
+  an address of its own (bench.workload.client_address): a run's slice can be
+  split by group of clients (the fairness scenario's heavy and light ones).
 - the app's `sluice_shed_total{layer,reason}` counters (SLUICE_METRICS_URL):
   why the app refused, which nginx's log cannot say.
 
@@ -24,14 +27,15 @@ import json
 import time
 import urllib.request
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.stats import StatusStats, latency_stats
+from bench.criteria import LATENCY_TARGET_MS
+from bench.stats import GOODPUT_DEADLINE_S, StatusStats, latency_stats
 
 FLUSH_WAIT_S = 1.5  # access_log ... buffer=32k flush=1s
 SHED_COUNTER = "sluice_shed_total"
@@ -52,6 +56,7 @@ class LogLine:
     upstream_status: str  # "" when nginx answered itself; "502, 503" after a retry
     limit_req: str  # $limit_req_status: PASSED, REJECTED, DELAYED, ... or ""
     limit_conn: str  # $limit_conn_status: PASSED, REJECTED, ... or ""
+    remote_addr: str = ""
 
 
 def parse_line(text: str) -> LogLine | None:
@@ -65,6 +70,7 @@ def parse_line(text: str) -> LogLine | None:
             upstream_status=str(data.get("upstream_status", "")),
             limit_req=str(data.get("limit_req", "")),
             limit_conn=str(data.get("limit_conn", "")),
+            remote_addr=str(data.get("remote_addr", "")),
         )
     except (ValueError, KeyError, TypeError, AttributeError):
         return None
@@ -92,10 +98,14 @@ class Layers:
     refused_by_layer: dict[str, StatusStats] = field(default_factory=dict)  # "nginx", "app"
     refused_all: StatusStats = field(default_factory=lambda: latency_stats([]))  # every refusal
     other: dict[int, int] = field(default_factory=dict)  # any other status (499: client gone)
+    admitted_within_target: int = 0  # 2xx within the latency target (criteria)
+    admitted_within_deadline: int = 0  # 2xx within the goodput deadline (stats)
 
 
 def attribute(lines: Iterable[LogLine]) -> Layers:
     """Split the logged requests into admitted, refused by each layer, and the rest. Pure."""
+    target_s = LATENCY_TARGET_MS / 1000
+    within_target = within_deadline = 0
     admitted: list[float] = []
     refused: dict[str, list[float]] = defaultdict(list)
     layers: dict[str, list[float]] = defaultdict(list)
@@ -111,6 +121,8 @@ def attribute(lines: Iterable[LogLine]) -> Layers:
             every.append(line.request_time_s)
         elif 200 <= line.status < 300:
             admitted.append(line.request_time_s)
+            within_target += line.request_time_s <= target_s
+            within_deadline += line.request_time_s <= GOODPUT_DEADLINE_S
         else:
             other[line.status] += 1
     return Layers(
@@ -120,13 +132,31 @@ def attribute(lines: Iterable[LogLine]) -> Layers:
         refused_by_layer={name: latency_stats(values) for name, values in sorted(layers.items())},
         refused_all=latency_stats(every),
         other=dict(sorted(other.items())),
+        admitted_within_target=within_target,
+        admitted_within_deadline=within_deadline,
     )
+
+
+def run_lines(texts: Iterable[str], *, ignore_uri: str = "") -> list[LogLine]:
+    """A run's slice of the log as lines, without those that are not its requests."""
+    parsed = (parse_line(text) for text in texts)
+    return [line for line in parsed if line is not None and line.uri != ignore_uri]
 
 
 def run_layers(texts: Iterable[str], *, ignore_uri: str = "") -> Layers:
     """`attribute` over a run's slice of the log, without lines that are not its requests."""
-    parsed = (parse_line(text) for text in texts)
-    return attribute(line for line in parsed if line is not None and line.uri != ignore_uri)
+    return attribute(run_lines(texts, ignore_uri=ignore_uri))
+
+
+def group_layers(
+    lines: Iterable[LogLine], groups: Mapping[str, frozenset[str]]
+) -> dict[str, Layers]:
+    """`attribute` for each named group of client addresses. Pure."""
+    lines = list(lines)
+    return {
+        name: attribute(line for line in lines if line.remote_addr in addresses)
+        for name, addresses in groups.items()
+    }
 
 
 def metric_families(url: str) -> Iterable[Metric]:
@@ -159,6 +189,7 @@ class ServerSide:
 
     layers: Layers | None  # nginx's access log
     shed: dict[str, int] | None  # the app's refusals, "layer:reason" -> count
+    groups: dict[str, Layers] = field(default_factory=dict)  # by group of client addresses
 
 
 class LogSlice:
@@ -186,11 +217,17 @@ class ServerRecorder:
     """Brackets one run: `start()` before it, `finish()` after it and its drain."""
 
     def __init__(
-        self, *, access_log: Path | None, metrics_url: str | None, ignore_uri: str = ""
+        self,
+        *,
+        access_log: Path | None,
+        metrics_url: str | None,
+        ignore_uri: str = "",
+        groups: Mapping[str, frozenset[str]] | None = None,
     ) -> None:
         self._log = LogSlice(access_log) if access_log is not None else None
         self._metrics_url = metrics_url
         self._ignore_uri = ignore_uri  # requests that are not the run's (the idle probe)
+        self._groups = dict(groups or {})  # group name -> its clients' addresses
         self._shed_before: dict[str, float] | None = None
 
     @property
@@ -217,8 +254,10 @@ class ServerRecorder:
             return None
         before, after = self._shed_before, self._shed()
         shed = counter_delta(before, after) if before is not None and after is not None else None
-        layers = None
+        layers, groups = None, {}
         if self._log is not None:
             time.sleep(FLUSH_WAIT_S)
-            layers = run_layers(self._log.read(), ignore_uri=self._ignore_uri)
-        return ServerSide(layers=layers, shed=shed)
+            lines = run_lines(self._log.read(), ignore_uri=self._ignore_uri)
+            layers = attribute(lines)
+            groups = group_layers(lines, self._groups)
+        return ServerSide(layers=layers, shed=shed, groups=groups)

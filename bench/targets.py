@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -14,7 +15,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +44,14 @@ class Deployment:
     metrics_url: str | None = None  # the app's Prometheus metrics (sluice_shed_total)
     # Start the server afresh (None: not supported); used when it does not recover.
     restart: Callable[[], None] | None = None
+    # Its other process trees, not measured (exporters, Prometheus): pinned with --one-core.
+    other_roots: list[int] = field(default_factory=list)
+
+    @property
+    def roots(self) -> list[int]:
+        """Every process tree the deployment runs (for --one-core)."""
+        measured = {pid for pids in self.rss_roots.values() for pid in pids}
+        return sorted(measured | set(self.other_roots))
 
 
 def wait_http(url: str, *, timeout_s: float, expect: int = 200) -> None:
@@ -60,7 +69,32 @@ def wait_http(url: str, *, timeout_s: float, expect: int = 200) -> None:
     raise TargetError(f"{url} not answering {expect} after {timeout_s:.0f}s: {last}")
 
 
-def _clean_env(**overrides: str) -> dict[str, str]:
+def wait_for_ports(ports: Iterable[int], *, timeout_s: float = 90.0) -> None:
+    """Wait until every one of `ports` can be bound on 127.0.0.1, before a server binds it.
+
+    A port in Linux's ephemeral range (32768-60999) may be held for a minute
+    by a TIME-WAIT connection of any process on the machine (nginx's
+    connection per request to an app leaves thousands), and a server that
+    binds it then exits with EADDRINUSE.
+    """
+    wanted = sorted(set(ports))
+    deadline = time.monotonic() + timeout_s
+    while busy := [port for port in wanted if not _bindable(port)]:
+        if time.monotonic() > deadline:
+            raise TargetError(f"127.0.0.1 ports {busy} still in use after {timeout_s:g} s")
+        time.sleep(1.0)
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as probe:  # no SO_REUSEADDR: a TIME-WAIT holder counts as busy
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def clean_env(**overrides: str) -> dict[str, str]:
     """This process's environment without any stack settings, plus `overrides`."""
     return without_settings(os.environ) | overrides
 
@@ -88,18 +122,32 @@ def stop_process_tree(proc: subprocess.Popen[bytes], *, timeout_s: float = 20) -
 # Sluice: the whole local stack, in-process (deploy.stack.Stack)
 
 
-def sluice_deployment(running: RunningStack) -> Deployment:
-    """The running stack as a benchmark target: where it answers, what it records."""
+def sluice_deployment(env: Mapping[str, str], *, name: str = "sluice") -> Deployment:
+    """A running stack as a benchmark target, from what it publishes (`RunningStack.env`,
+    or another checkout's `stack.env`): where it answers, what it records, its PIDs.
+    """
+    pids = {
+        key.removeprefix("SLUICE_PID_").lower(): int(value)
+        for key, value in env.items()
+        if key.startswith("SLUICE_PID_")
+    }
+    measured = ("gunicorn", "nginx", "pgbouncer", "postgres")
+    others = [pid for service, pid in pids.items() if service not in measured]
+    # Another checkout's supervisor is the parent of all of them (ours is this process).
+    supervisor = int(env.get("SLUICE_SUPERVISOR_PID", os.getpid()))
+    if supervisor != os.getpid():
+        others.append(supervisor)
     return Deployment(
-        name="sluice",
-        url=running.url,
+        name=name,
+        url=env["SLUICE_URL"],
         rss_roots={
-            "app": [running.pid("gunicorn")],
-            "proxies": [running.pid("nginx"), running.pid("pgbouncer")],
-            "postgres": [running.pid("postgres")],
+            "app": [pids["gunicorn"]],
+            "proxies": [pids["nginx"], pids["pgbouncer"]],
+            "postgres": [pids["postgres"]],
         },
-        access_log=running.layout.logs / "access.log",
-        metrics_url=running.env["SLUICE_METRICS_URL"],
+        access_log=Path(env["SLUICE_STATE_DIR"]) / "logs" / "access.log",
+        metrics_url=env["SLUICE_METRICS_URL"],
+        other_roots=others,
     )
 
 
@@ -117,12 +165,13 @@ def sluice_stack(
     pools (workers x (5 + 10)) fit beside PgBouncer's; Sluice itself only ever
     uses PgBouncer's pool, so its behaviour does not change.
     """
-    environ = _clean_env(
+    environ = clean_env(
         SLUICE_ENVIRONMENT="test",
         POSTGRES_MAX_CONNECTIONS=str(postgres_max_connections),
     )
     environ.update(overrides or {})
     layout = Layout(state=state.resolve(), port_base=port_base)
+    wait_for_ports(layout.ports.values())
     with contextlib.ExitStack() as resources:
         try:
             running = resources.enter_context(Stack(layout, environ=environ))
@@ -139,7 +188,7 @@ def plain_environment(
     *, postgres_port: int, db_user: str, db_password: str, db_name: str
 ) -> dict[str, str]:
     """How most projects ship it: library defaults, no admission control, no PgBouncer."""
-    return _clean_env(
+    return clean_env(
         SLUICE_ENVIRONMENT="test",
         SLUICE_ADMISSION_ENABLED="false",
         SLUICE_ENFORCE_LIMITS="false",
@@ -181,6 +230,7 @@ def plain_server(
     current: list[subprocess.Popen[bytes]] = []
 
     def start() -> None:
+        wait_for_ports([port])
         with open(log, "ab") as out:
             current.append(
                 subprocess.Popen(
@@ -244,6 +294,7 @@ def trivial_nginx(*, port: int) -> Iterator[Deployment]:
     with tempfile.TemporaryDirectory(prefix="sluice-bench-nginx-") as tmp:
         conf = Path(tmp) / "nginx.conf"
         conf.write_text(_TRIVIAL_NGINX.format(dir=tmp, port=port))
+        wait_for_ports([port])
         proc = subprocess.Popen(
             ["nginx", "-e", f"{tmp}/error.log", "-c", str(conf)],
             stdout=subprocess.DEVNULL,

@@ -29,6 +29,9 @@ STACK_SERVICES = (
     "nginx_exporter",
     "nginx_log_exporter",
     "prometheus",
+    "alert_receiver",
+    "alertmanager",
+    "smtp",
 )
 PUBLISHED = frozenset(
     {
@@ -39,6 +42,11 @@ PUBLISHED = frozenset(
         "SLUICE_DATABASE_URL",
         "SLUICE_PGBOUNCER_URL",
         "SLUICE_PROMETHEUS_URL",
+        "SLUICE_DASHBOARDS_URL",
+        "SLUICE_ALERTMANAGER_URL",
+        "SLUICE_ALERTS_URL",
+        "SLUICE_SMTP_URL",
+        "SLUICE_MAILBOX_URL",
         "SLUICE_NGINX_EXPORTER_URL",
         "SLUICE_NGINX_LOG_EXPORTER_URL",
         "SLUICE_PGBOUNCER_EXPORTER_URL",
@@ -87,6 +95,8 @@ TEMPLATE_ONLY = frozenset(
         "PGBOUNCER_STATS_PASSWORD",
         "PGBOUNCER_STATS_USER",
         "POSTGRES_LISTEN_ADDRESSES",
+        "POSTGRES_MONITOR_PASSWORD",
+        "POSTGRES_MONITOR_USER",
         "POSTGRES_PORT",
         "POSTGRES_SOCKET_DIR",
         "POSTGRES_STATEMENT_TIMEOUT",

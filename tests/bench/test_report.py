@@ -1,133 +1,94 @@
-"""The report from synthetic results: targets are judged as issue 6 states them."""
+"""The report, its summary, the plots and publishing them, from synthetic results."""
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import replace
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from bench.database import Integrity
+from bench import publish
 from bench.procedure import parse_options
-from bench.report import evaluate_targets, render, render_summary, write
-from bench.results import BenchResult, DeploymentResult, Run
+from bench.report import render, render_summary, write
 from bench.serverside import ServerSide, run_layers
 from bench.stats import Outcome, summarize
 from bench.targets import RssSampler
+from tests.bench import factory
 from tests.bench.test_serverside import ADMITTED_GET, APP_REFUSED, CONNECTION_CAPPED, RATE_LIMITED
 
-NO_LOSS = Integrity(0, 0, 0, 0, 0, 0, 0, 0)
 
-
-def _run(name: str, label: str, rate: float, latency_s: float, rejected: int = 0) -> Run:
-    outcomes = [Outcome("get", 200, latency_s, 0.001) for _ in range(100)]
-    outcomes += [
-        Outcome("get", 503, 0.02, 0.001, body=b'{"reason":"queue_full"}') for _ in range(rejected)
-    ]
-    summary = summarize(outcomes, offered_rps=rate, duration_s=len(outcomes) / rate)
-    return Run(
-        deployment=name,
-        label=label,
-        rate=rate,
-        summary=summary,
-        integrity=NO_LOSS,
-        rss_peak_mb={"app": 200.0, "proxies": 20.0, "postgres": 300.0},
-        generator_cpu=0.1,
-        cpu_ms_per_request={"app": 4.0, "proxies": 0.5, "postgres": 1.0, "generator": 0.1},
-        drain_s=0.4,
-        passed=True,
-    )
-
-
-def _result(tmp_path: Path) -> BenchResult:
-    options = parse_options(["--quick", "--out", str(tmp_path)])
-    sluice = DeploymentResult("sluice", "the stack", capacity=100)
-    sluice.levels = [
-        _run("sluice", "0.5x", 50, 0.010),
-        _run("sluice", "1x", 100, 0.012),
-        _run("sluice", "2x", 200, 0.015, rejected=100),
-        _run("sluice", "4x", 400, 0.020, rejected=300),
-    ]
-    sluice.settings = {"SLUICE_WORKERS": "2", "SLUICE_MAX_IN_FLIGHT": "4"}
-    plain = DeploymentResult("plain", "uvicorn", capacity=110)
-    plain.levels = [_run("plain", "0.5x", 50, 0.008), _run("plain", "4x", 400, 2.0)]
-    return BenchResult(
-        options=options,
-        started=datetime(2026, 1, 1, tzinfo=UTC),
-        machine={"cpu": "test"},
-        calibration=[],
-        ceiling=0.0,
-        deployments=[sluice, plain],
-    )
-
-
-SERVER_REFUSAL = "4x: refusal p99 <= 20 ms, server side"
-CLIENT_REFUSAL = "4x: refusal p99 <= 50 ms, client side (judged when lag p99 <= 20 ms)"
-
-
-def test_targets_are_judged_from_the_levels(tmp_path: Path) -> None:
-    result = _result(tmp_path)
-    sluice = result.deployments[0]
-    fast_refusals = [*[ADMITTED_GET] * 100, *[CONNECTION_CAPPED] * 300]
-    sluice.levels[3] = replace(
-        sluice.levels[3], server=ServerSide(layers=run_layers(fast_refusals), shed={})
-    )
-    verdicts = {name: met for name, _, met in evaluate_targets(result)}
-    assert verdicts["4x: goodput >= 90% of capacity"] is True
-    assert verdicts["4x: admitted p99 <= 3 x p99 at 0.5x"] is True
-    assert verdicts[SERVER_REFUSAL] is True
-    assert verdicts[CLIENT_REFUSAL] is True
-    assert verdicts["4x: zero timeouts"] is True
-    assert verdicts["zero lost acknowledged writes (every Sluice run)"] is True
-    assert verdicts["0.5x: p50 within 3 ms of plain"] is True
-    assert verdicts["capacity >= 85% of plain"] is True
-
-
-def test_slow_refusals_and_a_late_generator_are_called_out(tmp_path: Path) -> None:
-    result = _result(tmp_path)
-    sluice = result.deployments[0]
-    # 1 in 50 refusals waited 140 ms in the app: past the server-side p99 bound.
-    slow = [*[ADMITTED_GET] * 100, *[CONNECTION_CAPPED] * 49, APP_REFUSED]
-    late = [Outcome("get", 200, 0.050, 0.030) for _ in range(100)]
-    late += [Outcome("get", 503, 0.031, 0.030, body=b'{"reason":"queue_full"}')]
-    sluice.levels[3] = replace(
-        sluice.levels[3],
-        summary=summarize(late, offered_rps=400, duration_s=1.0),
-        server=ServerSide(layers=run_layers(slow), shed={}),
-    )
-    checks = {name: (measured, met) for name, measured, met in evaluate_targets(result)}
-    assert checks[SERVER_REFUSAL] == ("140.0 ms over 50 refusals (nginx's request_time)", False)
-    # The generator sent 30 ms late at p99: the client-side refusal tail is not judged.
-    assert checks[CLIENT_REFUSAL][1] is None
-    assert "not judged" in checks[CLIENT_REFUSAL][0]
-    # Without nginx's log there is nothing to judge server side.
-    sluice.levels[3] = replace(sluice.levels[3], server=None)
-    checks = {name: (measured, met) for name, measured, met in evaluate_targets(result)}
-    assert checks[SERVER_REFUSAL] == ("not measured", None)
-
-
-def test_report_and_plots_are_written(tmp_path: Path) -> None:
-    result = _result(tmp_path)
+def test_report_plots_and_summary_are_written(tmp_path: Path) -> None:
+    result = factory.issue20(tmp_path)
     text = write(result, tmp_path)
     assert text == (tmp_path / "report.md").read_text()
     assert (tmp_path / "goodput.png").stat().st_size > 0
     assert (tmp_path / "p99.png").stat().st_size > 0
-    assert (tmp_path / "results.json").exists()
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert data["provenance"]["command"] == "python -m bench --quick"
+    assert "smoke run" in text
+    assert "Mode: **shared cores**." in text
+    assert "the **plain** deployment's capacity, each against Sluice then plain" in text
+    assert "## Targets (issue 20)" in text
+    assert "| 3. overload at 8x | refusal p99 <= 5 ms, server side | no refusals" not in text
+    assert (
+        "| 1. capacity | Sluice capacity / plain capacity >= 1 | 110 / 100 rps = 1.10 | PASS |"
+    ) in text
+    assert "**FAIL**" not in text
     summary = (tmp_path / "summary.md").read_text()
-    assert "| 4x | 400 |" in summary
-    assert "Sluice 100 rps, plain 110 rps" in summary
-    assert "20 client(s)" in summary
-    assert "503 app:queue_full: 300" in text
-    assert "Service time implied at capacity" in text
-    assert "smoke run" in render(result, [])
+    assert "| 8x | 800 |" in summary
+    assert "Sluice 110 rps, plain 100 rps; levels at multiples of plain's" in summary
+    assert "Targets: " in summary and "0 FAIL" in summary
+    assert "- PASS 4. fairness: light clients" in summary
+
+
+def test_report_shows_the_fairness_groups_and_the_lone_client(tmp_path: Path) -> None:
+    text = render(factory.issue20(tmp_path), [])
+    fairness = text.split("## Fairness: one heavy client beside light ones")[1]
+    # heavy: 1 client, 300 rps offered, 50 rps served, 250 refused; no nginx lines of its own.
+    assert "| heavy | 1 | 300 | 50.0 | 50/300 | 250 (83.3%) | 20.0 / - | 16.7% | 0 |" in fairness
+    # light: 19 clients, 5 of 1005 late as the client saw them, none as nginx did.
+    assert (
+        "| light | 19 | 50 | 50.0 | 1005/1005 | 0 (0.0%) | 20.0 / 20.0 | 99.5% / 100.0% | 0 |"
+        in (fairness)
+    )
+    lone = text.split("## A lone client on the idle stack")[1]
+    assert "lone client, 4 in flight. 400 requests in 1.0 s, 400 2xx, **0 refused**" in lone
+
+
+def test_one_core_mode_is_said(tmp_path: Path) -> None:
+    result = replace(
+        factory.issue20(tmp_path, "--one-core"), mode="one core: every deployment's ... CPU 0"
+    )
+    text = render(result, [])
+    assert "Mode: **one core: every deployment's ... CPU 0**." in text
+    assert "Issue 20's target 5 is targets 1-3 below holding in this mode" in text
+    assert "(one core: every deployment's ... CPU 0;" in render_summary(result)
+
+
+def test_baseline_report_has_statements_before_after_and_issue21(tmp_path: Path) -> None:
+    result = factory.issue21(tmp_path)
+    text = write(result, tmp_path)
+    assert "--baseline dccb707: that revision's stack from a git worktree" in text
+    assert "| read | 3 | 3.00 (300 / 100 of 100; 1.00 transactions) | 7.00 (700 / 100" in text
+    # offered | current goodput, p50/p99 (server p99), refused, timeouts, CPU | baseline's
+    assert (
+        "| 100 | 100.0 | 10.0 / 10.0 (10.0) | 0.0% | 0 | 3.50 "
+        "| 100.0 | 10.0 / 10.0 (10.0) | 0.0% | 0 | 7.50 |"
+    ) in text
+    assert "the whole stack 3.50 vs 7.50" in text
+    assert "## Targets (issue 21: the current code against dccb707)" in text
+    assert "4 PASS, 0 FAIL, 0 not judged" in text
+    summary = (tmp_path / "summary.md").read_text()
+    assert "read: sluice 3.00, baseline 7.00" in summary
+    assert "| 800 | 800 | 400 |" in summary
 
 
 def test_report_says_who_refused_per_layer_and_when_the_client_tail_is_unreliable(
     tmp_path: Path,
 ) -> None:
-    result = _result(tmp_path)
+    result = factory.issue20(tmp_path)
     sluice, plain = result.deployments
     late = [Outcome("get", 200, 0.050, 0.030) for _ in range(100)]  # sent 30 ms late
     late += [
@@ -154,16 +115,28 @@ def test_report_says_who_refused_per_layer_and_when_the_client_tail_is_unreliabl
     )
     assert "**The client-side tail is unreliable for: 4x (30.0 ms).**" in text
     # The plain deployment records nothing server-side, and the report says so.
-    plain_part = text.split(f"## plain: {plain.description}")[1]
+    plain_part = text.split(f"## plain: {plain.description}")[1].split("## Fairness")[0]
     assert "has no nginx and no metrics endpoint" in plain_part
     assert "Who refused, per layer" not in plain_part
 
 
-def test_clients_default_to_twenty_and_one_is_the_least(tmp_path: Path) -> None:
-    assert parse_options(["--out", str(tmp_path)]).clients == 20
-    assert parse_options(["--clients", "1", "--out", str(tmp_path)]).clients == 1
-    with pytest.raises(SystemExit):
-        parse_options(["--clients", "0", "--out", str(tmp_path)])
+def test_options_defaults_and_modes(tmp_path: Path) -> None:
+    out = ["--out", str(tmp_path)]
+    options = parse_options(out)
+    assert options.clients == 20
+    assert options.multiples == (0.5, 1.0, 2.0, 4.0, 8.0)
+    assert options.target_p99_ms == 250
+    assert options.fairness and not options.one_core and not options.baseline
+    assert parse_options(["--clients", "1", *out]).clients == 1
+    for bad in (["--clients", "0"], ["--clients", "245"], ["--multiples", "1,-2"]):
+        with pytest.raises(SystemExit):
+            parse_options([*bad, *out])
+    baseline = parse_options(["--baseline", "dccb707", "--port-base", "36100", *out])
+    assert baseline.rates == (100.0, 200.0, 400.0, 800.0, 1200.0)
+    assert baseline.baseline_port_base == 36120
+    assert not baseline.fairness  # Sluice against Sluice: no plain capacity to size it
+    assert baseline.command[:5] == ("python", "-m", "bench", "--baseline", "dccb707")
+    assert parse_options(["--one-core", *out]).one_core
 
 
 def test_sampler_reports_memory_and_cpu_of_a_process_tree() -> None:
@@ -174,11 +147,34 @@ def test_sampler_reports_memory_and_cpu_of_a_process_tree() -> None:
 
 
 def test_fixed_rates_replace_the_capacity_search(tmp_path: Path) -> None:
-    options = parse_options(["--rates", "150,300", "--out", str(tmp_path)])
-    assert options.rates == (150.0, 300.0)
-    assert parse_options(["--out", str(tmp_path)]).rates == ()
-    result = replace(_result(tmp_path), options=options)
+    result = factory.issue20(tmp_path, "--rates", "150,300")
+    assert result.options.rates == (150.0, 300.0)
     text = render(result, [])
-    assert "fixed levels of 30 s at 150, 300 rps" in text
+    assert "fixed levels of 3 s at 150, 300 rps" in text
     assert "Capacity: not searched (--rates)." in text
     assert "Capacity: not searched (--rates)." in render_summary(result)
+
+
+def test_publish_copies_plots_and_summary_with_their_provenance(tmp_path: Path) -> None:
+    results, docs = tmp_path / "results", tmp_path / "docs" / "bench"
+    result = factory.issue20(results)
+    result.provenance.update(commit="0123abcd", dirty="yes", date="2026-01-01 10:00 UTC")
+    write(result, results)
+    written = publish.publish(results, docs)
+    assert sorted(p.name for p in written) == ["ABOUT.md", "goodput.png", "p99.png", "summary.md"]
+    assert (docs / "summary.md").read_text() == (results / "summary.md").read_text()
+    about = (docs / "ABOUT.md").read_text()
+    assert "- command: `python -m bench --quick`" in about
+    assert "- commit: `0123abcd` (**with uncommitted changes**" in about
+    assert "- date: 2026-01-01 10:00 UTC" in about
+    assert publish.main([str(results), str(tmp_path / "again")]) == 0
+    assert (tmp_path / "again" / "ABOUT.md").exists()
+    with pytest.raises(FileNotFoundError):
+        publish.publish(tmp_path / "docs", tmp_path / "nowhere")
+
+
+def test_provenance_names_this_checkouts_commit() -> None:
+    record = publish.provenance(["python", "-m", "bench", "--quick"])
+    assert record["command"] == "python -m bench --quick"
+    assert len(record["commit"]) == 40
+    assert record["dirty"] in ("yes", "no")

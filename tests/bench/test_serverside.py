@@ -14,6 +14,7 @@ from bench.serverside import (
     LogSlice,
     attribute,
     counter_delta,
+    group_layers,
     parse_line,
     refuser,
     run_layers,
@@ -209,3 +210,39 @@ def test_the_app_says_why_it_refused_through_its_shed_counters() -> None:
     assert counter_delta(before, after) == {"app:queue_full": 120, "app:queue_wait_predicted": 7}
     # A restarted app starts its counters again: what went down counts nothing.
     assert counter_delta(after, before) == {}
+
+
+def _from(text: str, address: str) -> str:
+    return text.replace('"remote_addr":"127.0.0.1"', f'"remote_addr":"{address}"')
+
+
+def test_a_runs_slice_splits_by_the_clients_addresses() -> None:
+    texts = [
+        *[_from(ADMITTED_GET, "127.0.0.10")] * 3,  # the heavy client
+        *[_from(RATE_LIMITED, "127.0.0.10")] * 5,
+        _from(ADMITTED_POST, "127.0.0.11"),  # light ones
+        _from(ADMITTED_GET, "127.0.0.12"),
+        _from(APP_REFUSED, "127.0.0.12"),
+        ADMITTED_GET,  # nobody's: the benchmark's own address
+    ]
+    lines = [line for line in map(parse_line, texts) if line is not None]
+    assert lines[0].remote_addr == "127.0.0.10"
+    groups = group_layers(
+        lines,
+        {"heavy": frozenset({"127.0.0.10"}), "light": frozenset({"127.0.0.11", "127.0.0.12"})},
+    )
+    assert groups["heavy"].logged == 8
+    assert groups["heavy"].admitted.count == 3
+    assert {who: st.count for who, st in groups["heavy"].refused.items()} == {NGINX_LIMIT_REQ: 5}
+    assert groups["light"].logged == 3
+    assert groups["light"].admitted.count == 2
+    assert groups["light"].refused[APP_503].count == 1
+
+
+def test_admitted_requests_within_the_target_and_the_goodput_deadline_are_counted() -> None:
+    slow = ADMITTED_GET.replace('"request_time":0.012', '"request_time":0.400')
+    late = ADMITTED_GET.replace('"request_time":0.012', '"request_time":1.200')
+    layers = run_layers([ADMITTED_GET, ADMITTED_POST, slow, late, APP_REFUSED])
+    assert layers.admitted.count == 4
+    assert layers.admitted_within_target == 2  # 12 and 30 ms; not 400 ms
+    assert layers.admitted_within_deadline == 3  # and 400 ms; not 1.2 s

@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from bench.workload import WorkloadError, client_emails, log_in, sign_up
+from bench.workload import WorkloadError, client_address, client_emails, log_in, sign_up
 
 
 class _Server(ThreadingHTTPServer):
@@ -23,6 +23,7 @@ class _Server(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _Auth)
         self.refuse_next = dict(refuse_next)  # path -> how many 429s before letting one through
         self.seen: list[tuple[str, int]] = []  # (path, status) of every answer
+        self.senders: dict[str, set[str]] = {}  # account -> the addresses it was sent from
 
 
 class _Auth(BaseHTTPRequestHandler):
@@ -36,12 +37,14 @@ class _Auth(BaseHTTPRequestHandler):
         elif self.path == "/api/v1/login/access-token":
             form = urllib.parse.parse_qs(body.decode())
             user = form["username"][0]
+            self.server.senders.setdefault(user, set()).add(self.client_address[0])
             if form["password"][0] != "bench-password-not-secret":
                 self._answer(400, {"reason": "invalid_credentials"})
             else:
                 self._answer(200, {"access_token": f"token-for-{user}", "token_type": "bearer"})
         elif self.path == "/api/v1/users/signup":
             email = json.loads(body)["email"]
+            self.server.senders.setdefault(email, set()).add(self.client_address[0])
             status = 409 if email == "bench-1@example.com" else 201  # one exists already
             self._answer(status, {"email": email})
         else:
@@ -63,12 +66,12 @@ class _Auth(BaseHTTPRequestHandler):
 
 
 @contextlib.contextmanager
-def _server(refuse_next: dict[str, int]) -> Iterator[tuple[str, list[tuple[str, int]]]]:
+def _server(refuse_next: dict[str, int]) -> Iterator[tuple[str, _Server]]:
     server = _Server(refuse_next)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_port}", server.seen
+        yield f"http://127.0.0.1:{server.server_port}", server
     finally:
         server.shutdown()
         server.server_close()
@@ -76,11 +79,14 @@ def _server(refuse_next: dict[str, int]) -> Iterator[tuple[str, list[tuple[str, 
 
 def test_each_client_is_signed_up_and_logged_in_once_through_rate_limit_refusals() -> None:
     login = "/api/v1/login/access-token"
-    with _server({login: 3, "/api/v1/users/signup": 1}) as (url, seen):
+    with _server({login: 3, "/api/v1/users/signup": 1}) as (url, server):
         emails = client_emails(4)
         sign_up(url, emails)  # 409 for an existing account is fine
         tokens = log_in(url, emails)
+    seen = server.seen
     assert tokens == [f"token-for-bench-{i}@example.com" for i in range(4)]
+    # Each client signed up and logged in from its own address, as it sends its load.
+    assert server.senders == {email: {client_address(i)} for i, email in enumerate(emails)}
     assert [status for path, status in seen if path == login] == [429, 429, 429, 200, 200, 200, 200]
     assert sorted(status for path, status in seen if path != login) == [201, 201, 201, 409, 429]
 

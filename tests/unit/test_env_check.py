@@ -15,6 +15,9 @@ TEMPLATE_DIRS = [
     ROOT / "nginx" / "templates",
     ROOT / "deploy" / "pgbouncer",
     ROOT / "deploy" / "postgres",
+    ROOT / "deploy" / "postgres-exporter",
+    ROOT / "deploy" / "pgbouncer-exporter",
+    ROOT / "deploy" / "alertmanager",
 ]
 _VARIABLE = re.compile(r"\$\{([A-Z][A-Z0-9_]*)\}")
 

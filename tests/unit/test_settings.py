@@ -127,10 +127,9 @@ def test_the_deployments_retry_after_is_the_settings_default() -> None:
 # Mail and the first superuser: the template's names, bare
 
 
-def test_mail_and_superuser_settings_keep_the_templates_names(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_mail_and_superuser_settings_keep_the_templates_names() -> None:
     env = {
+        "SLUICE_ENVIRONMENT": "test",
         "SMTP_HOST": "mail.example.com",
         "SMTP_PORT": "465",
         "SMTP_TLS": "false",
@@ -141,9 +140,7 @@ def test_mail_and_superuser_settings_keep_the_templates_names(
         "FIRST_SUPERUSER": "admin@example.com",
         "FIRST_SUPERUSER_PASSWORD": "first-pw-123",
     }
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    settings = Settings(environment="test")
+    settings = Settings.from_environ(env)
     assert (settings.smtp_host, settings.smtp_port, settings.smtp_ssl) == (
         "mail.example.com",
         465,
@@ -157,10 +154,9 @@ def test_mail_and_superuser_settings_keep_the_templates_names(
 def test_mail_and_superuser_secrets_can_be_files(tmp_path: Path) -> None:
     (tmp_path / "smtp_password").write_text("from-a-file")
     (tmp_path / "first_superuser_password").write_text("also-from-a-file")
-    settings = Settings(
-        environment="test",
-        first_superuser="admin@example.com",
-        _secrets_dir=tmp_path,
+    settings = Settings.from_environ(
+        {"SLUICE_ENVIRONMENT": "test", "FIRST_SUPERUSER": "admin@example.com"},
+        secrets_dir=tmp_path,
     )
     assert settings.smtp_password is not None
     assert settings.smtp_password.get_secret_value() == "from-a-file"
@@ -176,12 +172,9 @@ def test_mail_and_superuser_secrets_can_be_files(tmp_path: Path) -> None:
         ("FIRST_SUPERUSER_PASS", "did you mean FIRST_SUPERUSER_PASSWORD?"),
     ],
 )
-def test_a_misspelt_mail_setting_is_refused(
-    monkeypatch: pytest.MonkeyPatch, name: str, hint: str
-) -> None:
-    monkeypatch.setenv(name, "x")
+def test_a_misspelt_mail_setting_is_refused(name: str, hint: str) -> None:
     with pytest.raises(UnknownSetting, match=re.escape(f"{name} ({hint})")):
-        Settings(environment="test")
+        Settings.from_environ({"SLUICE_ENVIRONMENT": "test", name: "x"})
 
 
 @pytest.mark.parametrize(
@@ -216,14 +209,13 @@ def test_a_default_superuser_password_is_refused_outside_development() -> None:
         )
 
 
-def test_a_mail_setting_with_the_sluice_prefix_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SLUICE_SMTP_HOST", "mail.example.com")
+def test_a_mail_setting_with_the_sluice_prefix_is_refused() -> None:
     with pytest.raises(UnknownSetting, match="SLUICE_SMTP_HOST"):
-        Settings(environment="test")
+        Settings.from_environ({"SLUICE_SMTP_HOST": "mail.example.com"})
 
 
-def test_empty_mail_variables_mean_unset(monkeypatch: pytest.MonkeyPatch) -> None:
-    for key in ("SMTP_HOST", "EMAILS_FROM_EMAIL", "FIRST_SUPERUSER"):
-        monkeypatch.setenv(key, "")  # as compose's ${VAR:-} passes "not set"
-    settings = Settings(environment="test")
+def test_empty_mail_variables_mean_unset() -> None:
+    # As compose's ${VAR:-} passes "not set".
+    empty = dict.fromkeys(("SMTP_HOST", "EMAILS_FROM_EMAIL", "FIRST_SUPERUSER"), "")
+    settings = Settings.from_environ({"SLUICE_ENVIRONMENT": "test", **empty})
     assert settings.smtp_host is None and settings.first_superuser is None
