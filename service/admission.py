@@ -36,7 +36,8 @@ from collections.abc import Callable, Iterable
 from contextvars import ContextVar
 from typing import Literal
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from fastapi import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import metrics
 from service.error_handlers import error_response
@@ -277,6 +278,38 @@ def request_queue_time(headers: Iterable[tuple[bytes, bytes]], now: float) -> fl
     return None
 
 
+# FastAPI turns any other exception raised while it reads a body into a 400.
+_BODY_TIMEOUT = HTTPException(
+    status_code=408,
+    detail="The request body did not arrive in time; the request was not applied.",
+    headers={"Connection": "close"},
+)
+
+
+def _body_within(receive: Receive, seconds: float) -> Receive:
+    """`receive`, raising a 408 once the body has taken `seconds` in all.
+
+    nginx reads every body before it connects, so this only bounds callers
+    that reach a worker directly: a body trickled a byte at a time would
+    otherwise hold its slot for as long as the sender liked.
+    """
+    deadline = time.monotonic() + seconds
+    complete = False
+
+    async def receive_in_time() -> Message:
+        nonlocal complete
+        if complete:  # what comes after the body (a disconnect) has no deadline
+            return await receive()
+        try:
+            message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            raise _BODY_TIMEOUT from None
+        complete = message["type"] != "http.request" or not message.get("more_body", False)
+        return message
+
+    return receive_in_time
+
+
 class AdmissionMiddleware:
     def __init__(
         self,
@@ -286,6 +319,7 @@ class AdmissionMiddleware:
         sojourn: SojournPolicy,
         queue_wait_s: float,
         deadline_s: float,
+        body_timeout_s: float,
         retry_after_s: int,
         bypass_paths: frozenset[str],
     ) -> None:
@@ -294,6 +328,7 @@ class AdmissionMiddleware:
         self.sojourn = sojourn
         self.queue_wait_s = queue_wait_s
         self.deadline_s = deadline_s
+        self.body_timeout_s = body_timeout_s
         self.retry_after_s = retry_after_s
         self.bypass_paths = bypass_paths
 
@@ -317,6 +352,7 @@ class AdmissionMiddleware:
             reason: str | None = "deadline_expired_upstream"
         elif reserved:
             reason = None
+            metrics.ADMISSION_WAIT.observe(0.0)  # a slot was waiting for it
         elif self.controller.stalled:
             reason = "stalled"
         else:
@@ -338,7 +374,7 @@ class AdmissionMiddleware:
         scope.setdefault("state", {})["deadline"] = time.monotonic() + remaining
         started = time.perf_counter()
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, _body_within(receive, self.body_timeout_s), send)
         finally:
             self.controller.record_hold(time.perf_counter() - started)
             self.controller.release()

@@ -130,6 +130,7 @@ def _reason_for(status: int) -> str:
         403: "forbidden",
         404: "not_found",
         405: "method_not_allowed",
+        408: "client_timeout",
         409: "conflict",
         413: "payload_too_large",
         422: "validation_error",

@@ -84,6 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ),
             queue_wait_s=limits.queue_wait_ms / 1000,
             deadline_s=limits.request_deadline_ms / 1000,
+            body_timeout_s=settings.body_timeout_s,
             retry_after_s=settings.retry_after_s,
             bypass_paths=UNADMITTED_PATHS,
         )

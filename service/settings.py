@@ -110,6 +110,9 @@ class Settings(BaseSettings):
     graceful_timeout_s: int = Field(default=20, ge=1)
     worker_timeout_s: int = Field(default=30, ge=1)
     keepalive_s: int = Field(default=75, ge=1)
+    # A request body must arrive within this, in all (nginx's own limit resets
+    # with every read; it buffers bodies, so only direct callers meet this one).
+    body_timeout_s: float = Field(default=5.0, gt=0)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     # Password hashing (service/passwords.py): at most this many hashes at once

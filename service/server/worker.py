@@ -24,6 +24,7 @@ Uvicorn serves any port.
 
 from __future__ import annotations
 
+import json
 import sys
 from typing import Any, ClassVar
 
@@ -34,17 +35,30 @@ from uvicorn_worker import UvicornWorker
 from service.server import lifecycle
 from service.settings import get_settings
 
+# What a request's line and headers may take in all; nginx's are capped at its
+# large_client_header_buffers (4 x 8k) before they get here. Uvicorn has no
+# limit of its own for the httptools parser.
+MAX_HEADER_BYTES = 32 * 1024
+_HEADERS_TOO_LARGE = json.dumps(
+    {"detail": "Request line and headers too large.", "reason": "headers_too_large"}
+).encode()
+
 
 class SluiceHttpProtocol(HttpToolsProtocol):
-    """Uvicorn's httptools protocol, except that shutdown never cuts an idle connection.
+    """Uvicorn's httptools protocol, with two changes.
 
-    Stopping only ends keep-alive: a request still arriving is answered with
-    `Connection: close`, and an idle connection is left for its client to
-    close. The two overridden methods are the only private hooks Sluice
-    uses in uvicorn (pinned to the range this was tested on, pyproject.toml).
+    Shutdown never cuts an idle connection: stopping only ends keep-alive, a
+    request still arriving is answered with `Connection: close`, and an idle
+    connection is left for its client to close. And a request's line and
+    headers may take at most MAX_HEADER_BYTES (431 beyond), for callers that
+    reach a worker without nginx. The overridden methods are the only private
+    hooks Sluice uses in uvicorn (pinned to the range this was tested on,
+    pyproject.toml).
     """
 
     draining = False
+    _header_bytes = 0
+    _refused = False
 
     def shutdown(self) -> None:
         self.draining = True
@@ -52,11 +66,49 @@ class SluiceHttpProtocol(HttpToolsProtocol):
         if self.cycle is not None and not self.cycle.response_complete:
             self.cycle.keep_alive = False
 
+    def data_received(self, data: bytes) -> None:
+        if not self._refused:
+            super().data_received(data)
+
+    def on_message_begin(self) -> None:
+        self._header_bytes = 0
+        super().on_message_begin()
+
+    def on_url(self, url: bytes) -> None:
+        self._count(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count(len(name) + len(value))
+        super().on_header(name, value)
+
     def on_headers_complete(self) -> None:
+        if self._refused:
+            return
         super().on_headers_complete()
         if self.draining and self.cycle is not None:
             # The answer carries `Connection: close` and the connection ends with it.
             self.cycle.keep_alive = False
+
+    def on_body(self, body: bytes) -> None:
+        if not self._refused:
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        if not self._refused:
+            super().on_message_complete()
+
+    def _count(self, size: int) -> None:
+        self._header_bytes += size
+        if self._header_bytes > MAX_HEADER_BYTES and not self._refused:
+            self._refused = True
+            self.transport.write(
+                b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+                b"content-type: application/json\r\n"
+                b"content-length: " + str(len(_HEADERS_TOO_LARGE)).encode() + b"\r\n"
+                b"connection: close\r\n\r\n" + _HEADERS_TOO_LARGE
+            )
+            self.transport.close()
 
 
 # The event loop shares the GIL with up to L request threads. At Python's

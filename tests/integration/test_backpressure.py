@@ -208,6 +208,14 @@ def test_readyz_stays_ready_while_the_app_sheds(
     assert [p for p in probes if p[0] != 200] == []
 
 
+def _read_all(sock: socket.socket) -> bytes:
+    """Everything until the server closes the connection (it answers Connection: close)."""
+    data = b""
+    while chunk := sock.recv(4096):
+        data += chunk
+    return data
+
+
 def _ask(
     port: int, path: str, *, timeout_s: float, headers: dict[str, str] | None = None
 ) -> socket.socket:
@@ -249,7 +257,7 @@ def test_a_worker_accepts_only_while_it_has_a_slot_free(
         assert probe.recv(64).startswith(b"HTTP/1.1 200"), "the probe port must not wait"
         probe.close()
         waiting.settimeout(FIRST_REQUEST_TIMEOUT_S + 10)
-        answer = waiting.recv(4096)
+        answer = _read_all(waiting)
         waited = time.monotonic() - started
         waiting.close()
         print(f"\nthe third connection was answered after {waited:.2f} s")
@@ -295,7 +303,7 @@ def test_a_request_whose_client_left_holds_its_slot_until_its_handler_ends(
             left.close()
         waiting = _ask(app_port, "/api/v1/items/", timeout_s=CLIENT_TIMEOUT_S, headers=auth)
         with waiting:
-            answer = waiting.recv(4096)
+            answer = _read_all(waiting)
     assert answer.startswith(b"HTTP/1.1 503"), answer
     assert b'"reason":"stalled"' in answer, answer
 

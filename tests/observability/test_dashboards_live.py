@@ -6,7 +6,8 @@ chromium while the stack serves a steady load, each panel drawn with data.
 
 Starts its own small stack (port base 25100) with Prometheus scraping every
 second and limits small enough that a short burst is refused at nginx (rate
-limit, connection cap) and by admission (queue full), and one request whose
+limit, connection cap) and by admission (requests that waited too long in
+front of the app), and one request whose
 statement times out on a locked table (a database error, 503). The pool is
 never exhausted: it has one connection per admission slot (max_in_flight),
 so its timeout counter is there at zero; tests/unit/test_db_errors.py
@@ -122,8 +123,10 @@ def prometheus(loaded_stack: RunningStack) -> str:
         api.close()
     # Through nginx: per-client rate limit (429) and connection cap (503).
     edge = _burst(loaded_stack.url, headers)
-    # Straight at Gunicorn, past nginx's cap: admission refusals.
-    app = _burst(loaded_stack.env["SLUICE_APP_URL"], headers)
+    # Straight at Gunicorn, as if they had waited a second in front of it: the
+    # app refuses them as late (a direct burst just waits in the accept queue).
+    stale = {**headers, "X-Request-Start": f"t={time.time() - 1:.3f}"}
+    app = _burst(loaded_stack.env["SLUICE_APP_URL"], stale)
     assert edge[429] and edge[503], f"nginx did not shed: {edge}"
     assert app[503], f"the app did not shed: {app}"
     timed_out = _statement_timeout(

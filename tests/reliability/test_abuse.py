@@ -19,7 +19,7 @@ import psycopg2
 import pytest
 
 from service.passwords import hash_password
-from tests.reliability.conftest import committed_items, login, new_user, record
+from tests.reliability.conftest import committed_items, login, new_user, record, signup
 from tests.reliability.load import LEAK_MARKERS
 from tests.stackctl import RunningStack
 
@@ -457,14 +457,11 @@ def test_users_cannot_touch_each_others_items(edge_stack: RunningStack) -> None:
 
 def test_signup_cannot_create_a_superuser(edge_stack: RunningStack) -> None:
     email = f"admin-{uuid.uuid4().hex[:8]}@example.com"
-    with httpx.Client(base_url=edge_stack.url, timeout=10) as http:
-        for extra in ({"is_superuser": True}, {"is_active": True, "is_superuser": "true"}):
-            response = http.post(
-                "/api/v1/users/signup", json={"email": email, "password": "pw-123456", **extra}
-            )
-            assert_clean_error(response, 422)
-        response = http.post("/api/v1/users/signup", json={"email": email, "password": "pw-123456"})
-        assert response.status_code == 201 and response.json()["is_superuser"] is False
+    for extra in ({"is_superuser": True}, {"is_active": True, "is_superuser": "true"}):
+        response = signup(edge_stack.url, {"email": email, "password": "pw-123456", **extra})
+        assert_clean_error(response, 422)
+    response = signup(edge_stack.url, {"email": email, "password": "pw-123456"})
+    assert response.status_code == 201 and response.json()["is_superuser"] is False
     with psycopg2.connect(edge_stack.database_url) as conn, conn.cursor() as cur:
         cur.execute("SELECT count(*), bool_or(is_superuser) FROM users WHERE email = %s", (email,))
         assert cur.fetchone() == (1, False)

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, delete, select, text
 from sqlalchemy import exc as sa_exc
 
-from service import transactions
+from service import db, transactions
 from service.db import create_session_factory
 from service.error_handlers import classify_db_error
 from service.errors import CommitOutcomeUnknown, DatabaseUnavailable
@@ -114,3 +114,46 @@ def test_connection_lost_at_commit_is_reported_as_unknown(engine: Engine) -> Non
     assert "may or may not" in caught.value.detail
     # Here the server died before COMMIT arrived: "unknown" errs on the safe side.
     assert not _stored(engine, email)
+
+
+def _pool_backend_pid(app: object) -> int:
+    engine = app.state.engine  # type: ignore[attr-defined]
+    pool = engine.pool
+    record = pool._pool.queue[0]  # the pool's one idle connection
+    cursor = record.dbapi_connection.cursor()
+    cursor.execute("SELECT pg_backend_pid()")
+    pid: int = cursor.fetchone()[0]
+    cursor.close()
+    record.dbapi_connection.rollback()
+    return pid
+
+
+def test_a_connection_that_died_in_the_pool_costs_at_most_one_retry(
+    one_connection_client: TestClient, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No ping per checkout: a connection killed between two busy uses fails one request
+    with an honest 503 (never a 500), and the next is served; one idle for longer than
+    PING_AFTER_IDLE_S is pinged first and replaced, at no cost to the request."""
+    client = one_connection_client
+    email = f"pool-{uuid.uuid4().hex[:8]}@example.com"
+    assert client.post(
+        "/api/v1/users/signup", json={"email": email, "password": "x" * 12}
+    ).is_success
+    token = client.post(
+        "/api/v1/login/access-token", data={"username": email, "password": "x" * 12}
+    ).json()["access_token"]
+    headers = {"Authorization": f"Bearer {token}"}
+    assert client.get("/api/v1/items/", headers=headers).status_code == 200
+
+    # Busy: the connection was used a moment ago, so it is not pinged.
+    _terminate(engine, _pool_backend_pid(client.app))
+    failed = client.get("/api/v1/items/", headers=headers)
+    assert failed.status_code == 503, failed.text
+    assert failed.json()["reason"] == "db_unavailable"
+    assert failed.headers["retry-after"]
+    assert client.get("/api/v1/items/", headers=headers).status_code == 200
+
+    # Idle: pinged on checkout, found dead, replaced: the request never sees it.
+    monkeypatch.setattr(db, "PING_AFTER_IDLE_S", 0.0)
+    _terminate(engine, _pool_backend_pid(client.app))
+    assert client.get("/api/v1/items/", headers=headers).status_code == 200

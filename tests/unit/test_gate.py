@@ -63,6 +63,7 @@ async def gated_server(
         sojourn=SojournPolicy(target_s=10.0, budget_s=5.0, interval_s=20.0),
         queue_wait_s=5.0,
         deadline_s=30.0,
+        body_timeout_s=1.0,
         retry_after_s=1,
         bypass_paths=frozenset({"/healthz"}),
     )
