@@ -40,10 +40,20 @@ from bench.stats import GOODPUT_DEADLINE_S, StatusStats, latency_stats
 FLUSH_WAIT_S = 1.5  # access_log ... buffer=32k flush=1s
 SHED_COUNTER = "sluice_shed_total"
 # Who refused a request, as nginx's access log tells it.
-NGINX_LIMIT_REQ = "nginx 429 limit_req"  # the per-client rate limit
-NGINX_LIMIT_CONN = "nginx 503 limit_conn"  # the global connection cap
+NGINX_LIMIT_REQ = "nginx 429 limit_req"  # the per-client rate limits
+NGINX_CLIENT_CONN = "nginx 503 client_connection_limit"  # one client's share, while saturated
+NGINX_LIMIT_CONN = "nginx 503 connection_limit"  # the app's cap
 APP_503 = "app 503"  # the app (admission control, pool, PgBouncer, database): see the counters
-REFUSERS = (NGINX_LIMIT_REQ, NGINX_LIMIT_CONN, APP_503)
+REFUSERS = (NGINX_LIMIT_REQ, NGINX_CLIENT_CONN, NGINX_LIMIT_CONN, APP_503)
+# nginx's access log names each refusal of its own ("refused", nginx.conf.template).
+_NGINX_REFUSED = {
+    "rate_limited": NGINX_LIMIT_REQ,
+    "login_rate_limited": NGINX_LIMIT_REQ,
+    "signup_rate_limited": NGINX_LIMIT_REQ,
+    "probe_rate_limited": NGINX_LIMIT_REQ,
+    "client_connection_limit": NGINX_CLIENT_CONN,
+    "connection_limit": NGINX_LIMIT_CONN,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +67,7 @@ class LogLine:
     limit_req: str  # $limit_req_status: PASSED, REJECTED, DELAYED, ... or ""
     limit_conn: str  # $limit_conn_status: PASSED, REJECTED, ... or ""
     remote_addr: str = ""
+    refused: str = ""  # nginx's own refusal, by reason ("" when it did not refuse)
 
 
 def parse_line(text: str) -> LogLine | None:
@@ -71,6 +82,7 @@ def parse_line(text: str) -> LogLine | None:
             limit_req=str(data.get("limit_req", "")),
             limit_conn=str(data.get("limit_conn", "")),
             remote_addr=str(data.get("remote_addr", "")),
+            refused=str(data.get("refused", "")),
         )
     except (ValueError, KeyError, TypeError, AttributeError):
         return None
@@ -78,6 +90,8 @@ def parse_line(text: str) -> LogLine | None:
 
 def refuser(line: LogLine) -> str | None:
     """Which of REFUSERS turned this request away; None when none did."""
+    if line.refused in _NGINX_REFUSED:
+        return _NGINX_REFUSED[line.refused]
     if line.status == 429 and line.limit_req == "REJECTED":
         return NGINX_LIMIT_REQ
     if line.status == 503 and line.limit_conn == "REJECTED":

@@ -44,7 +44,10 @@ class SizingInputs:
     db_connection_budget: int = 8
     target_latency_ms: int = 250
     request_deadline_ms: int = 5000
-    service_time_ms: float = 50.0
+    # The time a request holds a slot at capacity; on this 2-core machine 4
+    # slots served about 390 rps (10 ms) once a request took one hop and two
+    # statements (docs/benchmark.md), rounded up to leave room for slower ones.
+    service_time_ms: float = 25.0
     # Share of a request's service time its worker spends computing (holding
     # the GIL) rather than waiting on the database.
     cpu_share: float = 0.5

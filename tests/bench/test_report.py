@@ -104,7 +104,7 @@ def test_report_says_who_refused_per_layer_and_when_the_client_tail_is_unreliabl
     text = render(result, [])
     assert "Who refused, per layer" in text
     # run, rate, logged, nginx 429, nginx 503, app 503, app reasons, other statuses
-    assert "| 4x | 400 | 103 | 1 | 1 | 1 | app:queue_full: 1 | 0 |" in text
+    assert "| 4x | 400 | 103 | 1 | 0 | 1 | 1 | app:queue_full: 1 | 0 |" in text
     row = next(line for line in text.splitlines() if line.startswith("| 4x | 400 | 1 | 0.0 / 1.0"))
     # nginx: 1 refused as the client saw it, server p50/p99 0/1 ms, client 31/31 ms;
     # app: 1, server 140 ms, client 90 ms; 2xx p99 server 12 ms, client 50 ms; lag 30 ms.

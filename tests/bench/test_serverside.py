@@ -9,8 +9,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bench.serverside import (
     APP_503,
+    NGINX_CLIENT_CONN,
     NGINX_LIMIT_CONN,
     NGINX_LIMIT_REQ,
+    LogLine,
     LogSlice,
     attribute,
     counter_delta,
@@ -246,3 +248,23 @@ def test_admitted_requests_within_the_target_and_the_goodput_deadline_are_counte
     assert layers.admitted.count == 4
     assert layers.admitted_within_target == 2  # 12 and 30 ms; not 400 ms
     assert layers.admitted_within_deadline == 3  # and 400 ms; not 1.2 s
+
+
+def test_nginx_names_its_own_refusals_in_the_log() -> None:
+    """The `refused` field says which of nginx's limits refused, whatever the statuses."""
+
+    def line(status: int, upstream: str, refused: str) -> LogLine:
+        return LogLine(
+            uri="/api/v1/items/",
+            status=status,
+            request_time_s=0.0,
+            upstream_status=upstream,
+            limit_req="",
+            limit_conn="",
+            refused=refused,
+        )
+
+    assert refuser(line(503, "502", "connection_limit")) == NGINX_LIMIT_CONN
+    assert refuser(line(503, "", "client_connection_limit")) == NGINX_CLIENT_CONN
+    assert refuser(line(429, "", "signup_rate_limited")) == NGINX_LIMIT_REQ
+    assert refuser(line(502, "502", "upstream_unavailable")) is None  # a failure, not a refusal

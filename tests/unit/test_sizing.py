@@ -37,7 +37,7 @@ def test_in_flight_is_what_a_worker_can_use_within_the_connection_budget() -> No
     # A worker computes one request at a time (the GIL): with half of a
     # request spent on the CPU, two in flight keep its core busy.
     s = derive(SizingInputs(cpu_cores=2, db_connection_budget=8))
-    assert (s.workers, s.max_in_flight, s.queue_length) == (2, 2, 5)
+    assert (s.workers, s.max_in_flight, s.queue_length) == (2, 2, 10)
     assert s.pgbouncer_default_pool_size == 4  # the budget is a ceiling, not a target
     # Mostly waiting on the database: more in flight, up to the budget's share.
     waiting = derive(SizingInputs(cpu_cores=2, db_connection_budget=8, cpu_share=0.1))
@@ -47,11 +47,11 @@ def test_in_flight_is_what_a_worker_can_use_within_the_connection_budget() -> No
 
 
 def test_nginx_lets_through_the_slots_and_a_waiting_room_that_drains_within_t() -> None:
-    # 2 workers x L 2 = 4 slots; each worker's slots drain Q = 2 x 125 / 50 = 5
-    # requests within T, so 10 may wait in the accept queue: nginx admits 14
+    # 2 workers x L 2 = 4 slots; each worker's slots drain Q = 2 x 125 / 25 = 10
+    # requests within T, so 20 may wait in the accept queue: nginx admits 24
     # and refuses the rest itself (docs/sizing.md).
     s = derive(SizingInputs(cpu_cores=2, db_connection_budget=8))
-    assert (s.nginx_slots, s.nginx_max_conns) == (4, 14)
+    assert (s.nginx_slots, s.nginx_max_conns) == (4, 24)
     # While saturated, one client may keep every slot busy but not the room too.
     assert s.nginx_max_conns_per_client == 4
     # Across replicas: every replica's slots and room.
