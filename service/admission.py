@@ -107,7 +107,9 @@ class AdmissionController:
         # Slots held: by running requests and by connections not yet started.
         self.in_flight = 0
         self.mean_hold_s: float | None = None
-        self.last_release = time.monotonic()
+        # When the last free slot was taken, or a slot last changed hands while
+        # every one was held: how long the worker has been full without moving.
+        self.full_since = time.monotonic()
         self._waiters: deque[asyncio.Future[None]] = deque()
         # Called whenever a slot may have freed (the accept gate re-arms).
         self.on_release: Callable[[], None] | None = None
@@ -132,23 +134,27 @@ class AdmissionController:
         """
         return (
             self.in_flight >= self.max_in_flight
-            and time.monotonic() - self.last_release > self.stall_after_s
+            and time.monotonic() - self.full_since > self.stall_after_s
         )
 
     def reserve(self) -> Reservation | None:
         """A slot for a connection about to be accepted, or None when there is none."""
         if not self.has_room:
             return None
-        self.in_flight += 1
-        self._publish()
+        self._take()
         return Reservation(self)
+
+    def _take(self) -> None:
+        self.in_flight += 1
+        if self.in_flight >= self.max_in_flight:
+            self.full_since = time.monotonic()
+        self._publish()
 
     async def acquire(self, timeout: float) -> str | None:
         """Take a slot; return None when admitted or the reason for refusing."""
         if self.has_room:
-            self.in_flight += 1
+            self._take()
             metrics.ADMISSION_WAIT.observe(0.0)
-            self._publish()
             return None
         if len(self._waiters) >= self.queue_length or timeout <= 0:
             return "queue_full"
@@ -190,11 +196,11 @@ class AdmissionController:
 
     def release(self) -> None:
         """Free a slot, handing it straight to a waiter if there is one."""
-        self.last_release = time.monotonic()
         while self._waiters:
             waiter = self._waiters.popleft() if self.discipline == "fifo" else self._waiters.pop()
             if not waiter.done():
                 waiter.set_result(None)
+                self.full_since = time.monotonic()  # still full, but moving
                 self._publish()
                 return
         self.in_flight -= 1

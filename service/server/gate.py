@@ -152,7 +152,7 @@ class AcceptGate:
         if self._stall_check is not None or self._loop is None:
             return
         controller = self.controller
-        due = controller.last_release + controller.stall_after_s - time.monotonic()
+        due = controller.full_since + controller.stall_after_s - time.monotonic()
         self._stall_check = self._loop.call_later(max(0.0, due) + 0.01, self._stall_checked)
 
     def _stall_checked(self) -> None:

@@ -202,3 +202,18 @@ def test_only_time_already_spent_makes_a_request_late() -> None:
     assert policy.refuse(0.0, now=1.0) is None  # however slow recent requests were
     assert policy.refuse(0.24, now=1.1) is None
     assert policy.refuse(0.25, now=1.2) == "late"
+
+
+def test_a_worker_that_was_idle_is_not_stalled_the_moment_it_fills() -> None:
+    """Stalled means full and not moving for the interval, not "no release for a while"."""
+
+    async def scenario() -> tuple[bool, bool]:
+        controller = AdmissionController(max_in_flight=2, queue_length=1, stall_after_s=0.05)
+        await asyncio.sleep(0.1)  # idle for longer than the interval
+        first, second = controller.reserve(), controller.reserve()
+        assert first is not None and second is not None
+        just_full = controller.stalled
+        await asyncio.sleep(0.1)  # full, nothing given back
+        return just_full, controller.stalled
+
+    assert _run(scenario()) == (False, True)
