@@ -32,7 +32,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -433,21 +433,23 @@ async def run_closed_loop(
     )
 
 
-def _at_priority(nice: int, work: Callable[[], T]) -> T:
-    """`work()` in a thread of its own whose nice value is `nice` (Linux: per thread).
+def _at_priority(idle: bool, work: Callable[[], T]) -> T:
+    """`work()`, in a thread of its own scheduled SCHED_IDLE when `idle` (Linux: per thread).
 
     On this machine the clients share the servers' cores, as they would not in
-    production: at a lower priority the generator gets what the servers leave,
-    so it takes less from them (its lateness is measured, and reported).
+    production. SCHED_IDLE runs the generator only on CPU the servers leave
+    (the scheduler also counts a core that runs nothing else as idle when it
+    places a waking server thread, which a high nice value does not); its
+    lateness is measured and reported.
     """
-    if nice == 0:
+    if not idle:
         return work()
     results: list[T] = []
     errors: list[BaseException] = []
 
     def run() -> None:
         try:
-            os.setpriority(os.PRIO_PROCESS, 0, nice)
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
             results.append(work())
         except BaseException as exc:
             errors.append(exc)
@@ -470,6 +472,16 @@ def _runner() -> asyncio.Runner:
         return asyncio.Runner()
 
 
+def _on_a_fresh_loop(run: Callable[[], Coroutine[Any, Any, LoadResult]], idle: bool) -> LoadResult:
+    """`run()` on a fresh event loop (in an idle-priority thread when `idle`)."""
+
+    def work() -> LoadResult:
+        with _runner() as runner:
+            return runner.run(run())
+
+    return _at_priority(idle, work)
+
+
 def run(
     base_url: str,
     requests: Sequence[Request],
@@ -479,25 +491,21 @@ def run(
     timeout_s: float = 5.0,
     headers: Mapping[str, str] | None = None,
     sources: Sequence[str] = (),
-    nice: int = 0,
+    idle: bool = False,
 ) -> LoadResult:
-    """`run_open_loop` on a fresh event loop, at priority `nice`."""
-
-    def work() -> LoadResult:
-        with _runner() as runner:
-            return runner.run(
-                run_open_loop(
-                    base_url,
-                    requests,
-                    offsets,
-                    max_in_flight=max_in_flight,
-                    timeout_s=timeout_s,
-                    headers=headers,
-                    sources=sources,
-                )
-            )
-
-    return _at_priority(nice, work)
+    """`run_open_loop` on a fresh event loop (idle priority when `idle`)."""
+    return _on_a_fresh_loop(
+        lambda: run_open_loop(
+            base_url,
+            requests,
+            offsets,
+            max_in_flight=max_in_flight,
+            timeout_s=timeout_s,
+            headers=headers,
+            sources=sources,
+        ),
+        idle,
+    )
 
 
 def run_closed(
@@ -508,21 +516,17 @@ def run_closed(
     duration_s: float,
     timeout_s: float = 5.0,
     sources: Sequence[str] = (),
-    nice: int = 0,
+    idle: bool = False,
 ) -> LoadResult:
-    """`run_closed_loop` on a fresh event loop, at priority `nice`."""
-
-    def work() -> LoadResult:
-        with _runner() as runner:
-            return runner.run(
-                run_closed_loop(
-                    base_url,
-                    requests,
-                    concurrency=concurrency,
-                    duration_s=duration_s,
-                    timeout_s=timeout_s,
-                    sources=sources,
-                )
-            )
-
-    return _at_priority(nice, work)
+    """`run_closed_loop` on a fresh event loop (idle priority when `idle`)."""
+    return _on_a_fresh_loop(
+        lambda: run_closed_loop(
+            base_url,
+            requests,
+            concurrency=concurrency,
+            duration_s=duration_s,
+            timeout_s=timeout_s,
+            sources=sources,
+        ),
+        idle,
+    )

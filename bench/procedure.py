@@ -43,7 +43,6 @@ from bench.targets import (
 from deploy.layout import ROOT
 
 RESULTS = ROOT / "bench" / "results"
-GENERATOR_NICE = 19
 # A search step only needs a usable server afterwards, not the drain time.
 SEARCH_DRAIN_TIMEOUT_S = 10.0
 
@@ -291,12 +290,12 @@ def parse_options(argv: list[str] | None) -> Options:
     parser.add_argument("--timeout", type=float, default=5.0, help="client timeout, seconds")
     parser.add_argument("--max-in-flight", type=int, default=1000, help="generator connections")
     parser.add_argument(
-        "--generator-nice",
-        type=int,
-        default=GENERATOR_NICE,
-        help="the load generator's nice value (0-19): real clients do not share the servers' "
-        "cores, so by default it runs below them and takes what they leave (its lateness is "
-        "measured and reported); 0 gives it equal priority",
+        "--generator-priority",
+        choices=["idle", "normal"],
+        default="idle",
+        help="idle (default): the load generator runs SCHED_IDLE, on the CPU the servers leave, "
+        "as real clients would not share their cores (its lateness is measured and reported); "
+        "normal: the servers' priority",
     )
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--port-base", type=int, default=26100)
@@ -409,7 +408,7 @@ def parse_options(argv: list[str] | None) -> Options:
         state=args.state.resolve(),
         sluice_overrides=overrides,
         one_core=args.one_core,
-        generator_nice=args.generator_nice,
+        generator_idle=args.generator_priority == "idle",
         baseline=args.baseline,
         baseline_port_base=args.baseline_port_base or args.port_base + 20,
         statement_requests=args.statement_requests,

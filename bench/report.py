@@ -492,13 +492,12 @@ def _method(result: BenchResult) -> list[str]:
         f"- open loop, fixed arrival rate; latency from the scheduled send time; "
         f"client timeout {o.timeout_s:g} s; at most {o.max_in_flight} requests in flight "
         "(one connection each), beyond that a request counts as not sent",
-        f"- the generator runs at nice {o.generator_nice}"
-        + (
-            " (below the servers: real clients would not take their CPU, so it gets what "
-            "they leave; when it falls behind, its lag says so and only the server-side "
-            "figures are judged)"
-            if o.generator_nice
-            else " (the servers' priority)"
+        (
+            "- the generator runs SCHED_IDLE, on the CPU the servers leave (real clients "
+            "would not take their CPU); when it falls behind, its lag says so and only the "
+            "server-side figures are judged"
+            if o.generator_idle
+            else "- the generator runs at the servers' priority, on the same cores"
         ),
         "- workload: "
         + (

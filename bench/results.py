@@ -41,8 +41,9 @@ class Options:
     state: Path  # the Sluice stack's state directory
     sluice_overrides: dict[str, str] = field(default_factory=dict)
     one_core: bool = False  # each deployment on one core, the generator on another
-    # The generator's nice value: clients would not take the servers' CPU.
-    generator_nice: int = 0
+    # The generator runs on CPU the servers leave (SCHED_IDLE): clients would
+    # not take the servers' CPU.
+    generator_idle: bool = False
     baseline: str = ""  # a git revision whose stack runs beside the current code (issue 21)
     baseline_port_base: int = 0
     statement_requests: int = 100  # per kind, in the statements phase (--baseline)

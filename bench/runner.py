@@ -182,7 +182,7 @@ def drive(target: Deployment, load: Load, *, options: Options) -> loadgen.LoadRe
             duration_s=load.duration_s,
             timeout_s=options.timeout_s,
             sources=load.sources,
-            nice=options.generator_nice,
+            idle=options.generator_idle,
         )
     return loadgen.run(
         target.url,
@@ -191,7 +191,7 @@ def drive(target: Deployment, load: Load, *, options: Options) -> loadgen.LoadRe
         max_in_flight=options.max_in_flight,
         timeout_s=options.timeout_s,
         sources=load.sources,
-        nice=options.generator_nice,
+        idle=options.generator_idle,
     )
 
 
